@@ -1,0 +1,246 @@
+"""Datasets -> uint8 tensors (N, C, H, W) at the model's resolution; `batch()` gives floats in [-1, 1].
+
+Built-in names: fashion-mnist, mnist, cifar10 (images) and ring8, grid25 (2-D toy mixtures). Anything
+else is a folder of images or a .zip of images. Zips are read in memory, never extracted, and refused
+outright when hostile (escaping paths, symlinks, absurd sizes, decompression bombs).
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import io
+import math
+import os
+import stat
+import warnings
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ganhub.errors import DatasetError
+
+DEBIAN_FMNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian package `dataset-fashion-mnist`
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+FMNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+
+# Limits for user uploads. A user's own folder may be large; an archive from a browser should not be.
+MAX_ZIP_MEMBERS = 200_000
+MAX_ZIP_TOTAL_BYTES = 4 * 2**30  # sum of uncompressed sizes
+MAX_ZIP_RATIO = 200  # uncompressed / compressed for one member; real images compress far less
+MAX_IMAGE_PIXELS = 64 * 2**20  # PIL's bomb guard, lowered from 89M pixels: we never need more than 4096^2
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("GANHUB_CACHE", Path.home() / ".cache" / "ganhub"))
+
+
+@dataclass
+class ImageDataset:
+    name: str
+    images: torch.Tensor  # uint8 (N, C, H, W) for images; float32 (N, 2) for points
+    labels: torch.Tensor | None = None
+    kind: str = "image"  # "image" or "points"
+    skipped: int = 0  # unreadable files skipped while loading a folder or zip
+    classes: tuple[str, ...] | None = None
+    modes: torch.Tensor | None = field(default=None, repr=False)  # toy mixtures: centres (M, 2)
+    mode_std: float = 0.0
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+        x = self.images[idx].to(device, non_blocking=True)
+        return x if self.kind == "points" else x.float().div_(127.5).sub_(1.0)
+
+
+def to_uint8_images(x: torch.Tensor, resolution: int, channels: int) -> torch.Tensor:
+    """(N, C, H, W) uint8 of any size/channels -> (N, channels, resolution, resolution) uint8.
+
+    Resizing is bilinear with antialiasing (28 -> 32 for the MNISTs); metrics use the same function.
+    """
+    if x.shape[1] != channels:
+        if channels == 1:  # ITU-R 601 luma, as PIL's convert("L")
+            w = torch.tensor([0.299, 0.587, 0.114])[: x.shape[1]]
+            x = (x.float() * w[None, :, None, None] / w.sum()).sum(1, keepdim=True).round().clamp(0, 255).byte()
+        else:
+            x = x[:, :1].expand(-1, channels, -1, -1)
+    if x.shape[-1] != resolution or x.shape[-2] != resolution:
+        out = []
+        for chunk in x.split(4096):
+            y = F.interpolate(chunk.float(), size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+            out.append(y.round().clamp(0, 255).byte())
+        x = torch.cat(out)
+    return x.contiguous()
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """IDX format (LeCun): magic (0, 0, dtype, ndim), big-endian dims, raw data. Debian ships .gz files,
+    which torchvision's readers do not accept in place, hence these few lines."""
+    with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+@functools.lru_cache(maxsize=4)
+def load_fashion_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images (N, 28, 28), int64 labels (N,)) from Debian's files, else torchvision's download."""
+    prefix = {"train": "train", "test": "t10k"}[split]
+    images, labels = DEBIAN_FMNIST / f"{prefix}-images-idx3-ubyte.gz", DEBIAN_FMNIST / f"{prefix}-labels-idx1-ubyte.gz"
+    if images.exists() and labels.exists():
+        return torch.from_numpy(_read_idx(images).copy()), torch.from_numpy(_read_idx(labels).astype(np.int64))
+    ds = _torchvision("FashionMNIST", split)
+    return ds.data, ds.targets
+
+
+def _torchvision(cls_name: str, split: str):
+    import torchvision.datasets as tvd
+
+    root = cache_dir() / "torchvision"
+    try:
+        return getattr(tvd, cls_name)(str(root), train=split == "train", download=True)
+    except Exception as e:  # URLError, RuntimeError, ...: the download is the only thing that can fail here
+        hint = " (or `apt-get install dataset-fashion-mnist`)" if cls_name == "FashionMNIST" else ""
+        raise DatasetError(
+            f"could not download {cls_name} into {root}: {type(e).__name__}; connect to the internet once{hint}"
+        ) from None
+
+
+def toy_points(name: str, n: int = 50_000, seed: int = 0) -> ImageDataset:
+    """Ring of 8 Gaussians (radius 2, std 0.02) or 5x5 grid of 25 (spacing 2, std 0.05): the
+    mode-collapse benchmarks of Metz et al. 2017 and Srivastava et al. 2017 (VEEGAN)."""
+    if name == "ring8":
+        angles = torch.arange(8) * (2 * math.pi / 8)
+        modes, std = torch.stack([2 * angles.cos(), 2 * angles.sin()], 1), 0.02
+    else:
+        g = torch.arange(-4.0, 5.0, 2.0)
+        modes, std = torch.cartesian_prod(g, g), 0.05
+    gen = torch.Generator().manual_seed(seed)
+    which = torch.randint(len(modes), (n,), generator=gen)
+    points = modes[which] + std * torch.randn(n, 2, generator=gen)
+    return ImageDataset(name, points.float(), which, kind="points", modes=modes.float(), mode_std=std)
+
+
+def _decode(data: bytes, channels: int) -> torch.Tensor | None:
+    """bytes -> uint8 (C, S, S) centre-cropped square, or None if not a readable image."""
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                im.draft("RGB", (512, 512))  # JPEG: decode at reduced size when the image is huge
+                im = im.convert("L" if channels == 1 else "RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise
+    except Exception:
+        return None
+    w, h = im.size
+    s = min(w, h)
+    im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    if s > 256:
+        im = im.resize((256, 256), Image.BILINEAR, reducing_gap=2.0)
+    arr = np.asarray(im, dtype=np.uint8)
+    return torch.from_numpy(arr.copy()).reshape(arr.shape[0], arr.shape[1], -1).permute(2, 0, 1)
+
+
+def _load_files(blobs, name: str, resolution: int, channels: int, limit: int | None) -> ImageDataset:
+    from PIL import Image
+
+    images, skipped = [], 0
+    for label, data in blobs:
+        try:
+            img = _decode(data, channels)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise DatasetError(
+                f"{name}: {label} is a decompression bomb (more than {MAX_IMAGE_PIXELS:,} pixels); remove it and retry"
+            ) from None
+        if img is None:
+            skipped += 1
+            continue
+        images.append(to_uint8_images(img[None], resolution, channels)[0])
+        if limit and len(images) >= limit:
+            break
+    if not images:
+        raise DatasetError(f"{name}: no readable images found ({skipped} files skipped); use PNG or JPEG files")
+    return ImageDataset(name, torch.stack(images), None, skipped=skipped)
+
+
+def check_zip(zf: zipfile.ZipFile, name: str) -> list[zipfile.ZipInfo]:
+    """Refuse hostile archives before reading anything. Returns the image members."""
+    infos = zf.infolist()
+    if len(infos) > MAX_ZIP_MEMBERS:
+        raise DatasetError(f"{name}: {len(infos):,} members is more than the {MAX_ZIP_MEMBERS:,} allowed; split the archive")
+    total = 0
+    for info in infos:
+        path = info.filename.replace("\\", "/")
+        if path.startswith("/") or (len(path) > 1 and path[1] == ":") or ".." in path.split("/"):
+            raise DatasetError(f"{name}: member {info.filename!r} escapes the archive; refusing this zip")
+        if stat.S_ISLNK(info.external_attr >> 16):
+            raise DatasetError(f"{name}: member {info.filename!r} is a symlink; refusing this zip")
+        total += info.file_size
+        if info.compress_size and info.file_size / info.compress_size > MAX_ZIP_RATIO and info.file_size > 2**20:
+            raise DatasetError(f"{name}: member {info.filename!r} expands {info.file_size // info.compress_size}x; refusing a zip bomb")
+    if total > MAX_ZIP_TOTAL_BYTES:
+        raise DatasetError(f"{name}: members expand to {total / 2**30:.1f} GiB, over the {MAX_ZIP_TOTAL_BYTES / 2**30:.0f} GiB limit")
+    return [i for i in infos if not i.is_dir() and Path(i.filename).suffix.lower() in IMAGE_EXTS and "__MACOSX" not in i.filename]
+
+
+def _zip_blobs(zf: zipfile.ZipFile, members: list[zipfile.ZipInfo]):
+    for info in sorted(members, key=lambda i: i.filename):
+        with zf.open(info) as f:
+            data = f.read(info.file_size + 1)  # never trust the header beyond its declared size
+        if len(data) > info.file_size:
+            raise DatasetError(f"member {info.filename!r} is larger than its header says; refusing this zip")
+        yield info.filename, data
+
+
+def load_dataset(
+    name_or_path: str, *, resolution: int = 32, channels: int = 1, split: str = "train", limit: int | None = None
+) -> ImageDataset:
+    key = str(name_or_path).strip()
+    if key in ("ring8", "grid25"):
+        return toy_points(key)
+    if key in ("fashion-mnist", "mnist", "cifar10"):
+        return _builtin(key, resolution, channels, split, limit)
+    path = Path(key).expanduser()
+    if not path.exists():
+        raise DatasetError(
+            f"unknown dataset {key!r}: use fashion-mnist, mnist, cifar10, ring8, grid25, a folder of images or a .zip"
+        )
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+        if not files:
+            raise DatasetError(f"{path}: no image files ({', '.join(sorted(IMAGE_EXTS))}) found in this folder")
+        return _load_files(((str(p.relative_to(path)), p.read_bytes()) for p in files), path.name, resolution, channels, limit)
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = check_zip(zf, path.name)
+            if not members:
+                raise DatasetError(f"{path.name}: the archive holds no image files")
+            return _load_files(_zip_blobs(zf, members), path.name, resolution, channels, limit)
+    except zipfile.BadZipFile:
+        raise DatasetError(f"{path}: not a folder or a readable .zip of images") from None
+
+
+def _builtin(key: str, resolution: int, channels: int, split: str, limit: int | None) -> ImageDataset:
+    if key == "fashion-mnist":
+        x, y = load_fashion_mnist(split)
+        x, classes = x[:, None], FMNIST_CLASSES
+    else:
+        ds = _torchvision({"mnist": "MNIST", "cifar10": "CIFAR10"}[key], split)
+        if key == "mnist":
+            x, y, classes = ds.data[:, None], ds.targets, tuple(str(i) for i in range(10))
+        else:
+            x = torch.from_numpy(ds.data).permute(0, 3, 1, 2)
+            y, classes = torch.tensor(ds.targets), tuple(ds.classes)
+    if limit:
+        x, y = x[:limit], y[:limit]
+    return ImageDataset(key, to_uint8_images(x, resolution, channels), y, classes=classes)

@@ -1,0 +1,58 @@
+"""Shared GAN losses and regularisers. Each names the paper and equation it implements.
+
+D outputs raw logits / critic values of shape (B,) or (B, 1).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def bce_d(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: float = 1.0) -> torch.Tensor:
+    """Goodfellow et al. 2014, eq. 1 for D. `real_label` < 1 is one-sided label smoothing (Salimans et al. 2016)."""
+    real_t = torch.full_like(real_logits, real_label)
+    return F.binary_cross_entropy_with_logits(real_logits, real_t) + F.binary_cross_entropy_with_logits(
+        fake_logits, torch.zeros_like(fake_logits)
+    )
+
+
+def nonsaturating_g(fake_logits: torch.Tensor) -> torch.Tensor:
+    """Goodfellow et al. 2014, sec. 3: G maximises log D(G(z)) instead of minimising log(1 - D(G(z)))."""
+    return F.softplus(-fake_logits).mean()
+
+
+def wasserstein_d(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """Arjovsky et al. 2017: the critic maximises E[D(x)] - E[D(G(z))]."""
+    return fake_scores.mean() - real_scores.mean()
+
+
+def wasserstein_g(fake_scores: torch.Tensor) -> torch.Tensor:
+    return -fake_scores.mean()
+
+
+def hinge_d(real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
+    """Lim & Ye 2017 / Miyato et al. 2018, eq. 16: E[relu(1 - D(x))] + E[relu(1 + D(G(z)))]."""
+    return F.relu(1.0 - real_scores).mean() + F.relu(1.0 + fake_scores).mean()
+
+
+def hinge_g(fake_scores: torch.Tensor) -> torch.Tensor:
+    return -fake_scores.mean()
+
+
+def gradient_penalty(D, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """Gulrajani et al. 2017, eq. 3: E[(||grad D(x_hat)||_2 - 1)^2], x_hat on lines between real and fake.
+
+    One interpolation coefficient per sample, drawn from U[0, 1].
+    """
+    eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype)
+    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
+    return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
+
+
+def r1_penalty(D, real: torch.Tensor) -> torch.Tensor:
+    """Mescheder et al. 2018, eq. 9: E[||grad D(x)||^2] on real data (multiply by gamma/2 yourself)."""
+    x = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
+    return grad.flatten(1).pow(2).sum(1).mean()

@@ -1,0 +1,87 @@
+"""Vanilla GAN (Goodfellow et al. 2014): MLP G and D, BCE with the non-saturating G loss.
+
+Also learns the 2-D toy distributions (ring of 8 / grid of 25 Gaussians) for mode-collapse studies.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ganhub.losses import bce_d, nonsaturating_g
+from ganhub.variant import BaseConfig, Variant
+
+
+@dataclass
+class Config(BaseConfig):
+    z_dim: int = 64
+    g_hidden: int = 512  # width of G's hidden layers
+    d_hidden: int = 512  # width of D's hidden layers
+    layers: int = 3  # hidden layers in each network
+    label_smoothing: float = 0.0  # one-sided: D's real targets become 1 - this (Salimans et al. 2016)
+    batch_size: int = 64
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+
+
+def out_dim(cfg: Config) -> int:
+    return 2 if cfg.data == "points" else cfg.channels * cfg.resolution**2
+
+
+class Generator(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.shape = (2,) if cfg.data == "points" else (cfg.channels, cfg.resolution, cfg.resolution)
+        dims = [cfg.z_dim] + [cfg.g_hidden] * cfg.layers
+        body: list[nn.Module] = []
+        for a, b in zip(dims, dims[1:]):
+            body += [nn.Linear(a, b), nn.LeakyReLU(0.2)]
+        body.append(nn.Linear(dims[-1], out_dim(cfg)))
+        if cfg.data == "image":
+            body.append(nn.Tanh())  # images live in [-1, 1]; points are unbounded
+        self.net = nn.Sequential(*body)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, z_dim) -> (B, *shape)
+        return self.net(z).view(-1, *self.shape)
+
+
+class Discriminator(nn.Module):
+    def __init__(self, cfg: Config):
+        super().__init__()
+        dims = [out_dim(cfg)] + [cfg.d_hidden] * cfg.layers
+        body: list[nn.Module] = []
+        for a, b in zip(dims, dims[1:]):
+            body += [nn.Linear(a, b), nn.LeakyReLU(0.2)]
+        body.append(nn.Linear(dims[-1], 1))
+        self.net = nn.Sequential(*body)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, *shape) -> (B,) logits
+        return self.net(x.flatten(1)).squeeze(1)
+
+
+def build(cfg: Config) -> tuple[nn.Module, nn.Module]:
+    return Generator(cfg), Discriminator(cfg)
+
+
+def loss(phase, *, G, D, real, z, cfg, step):
+    if phase == "D":
+        with torch.no_grad():
+            fake = G(z)
+        l_d = bce_d(D(real), D(fake), real_label=1.0 - cfg.label_smoothing)
+        return l_d, {"loss_D": l_d.item()}
+    l_g = nonsaturating_g(D(G(z)))
+    return l_g, {"loss_G": l_g.item()}
+
+
+variant = Variant(
+    name="vanilla",
+    summary="MLP G and D, non-saturating BCE (Goodfellow et al. 2014); also fits the 2-D toy mixtures.",
+    config_cls=Config,
+    build=build,
+    loss=loss,
+    modalities=("image", "points"),
+    test_config={"g_hidden": 32, "d_hidden": 32, "layers": 2, "batch_size": 4, "z_dim": 8},
+)
