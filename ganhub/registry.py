@@ -100,6 +100,7 @@ def _discover() -> tuple[dict[str, Entry], list[LoadFailure]]:
     found: dict[str, Entry] = {}
     failures: list[LoadFailure] = []
     seen_values: set[tuple[str, str]] = set()
+    clashed: dict[str, Entry] = {}
     for ep in sorted(entry_points(group=GROUP), key=lambda e: (e.name, e.value)):
         pkg, ver = _dist(ep)
         if (ep.name, ep.value) in seen_values:  # the same distribution visible twice on sys.path
@@ -111,13 +112,16 @@ def _discover() -> tuple[dict[str, Entry], list[LoadFailure]]:
         except Exception as e:  # isolate what we did not write: any plugin error is recorded, not raised
             failures.append(LoadFailure(label, pkg, ver, f"{type(e).__name__}: {e}"))
             continue
-        if variant.name in found:
-            other = found[variant.name]
-            failures.append(LoadFailure(
-                label, pkg, ver,
-                f"duplicate variant name {variant.name!r}: already provided by {other.package} {other.version}; "
-                f"rename one of them or uninstall the other package",
-            ))
+        if variant.name in found or variant.name in clashed:
+            # Ambiguity is never resolved silently: every claimant of a duplicated name is refused.
+            first = found.pop(variant.name, None)
+            other = first or clashed[variant.name]
+            clashed[variant.name] = other
+            msg = (f"duplicate variant name {variant.name!r}: provided by both {other.package} {other.version} and "
+                   f"{pkg} {ver}; uninstall one of them")
+            if first is not None:
+                failures.append(LoadFailure(first.entry_point, first.package, first.version, msg))
+            failures.append(LoadFailure(label, pkg, ver, msg))
             continue
         found[variant.name] = Entry(variant.name, pkg, ver, variant.summary, variant, label)
     return found, failures

@@ -1,0 +1,86 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ganhub import registry
+from ganhub.errors import UnknownVariant
+from ganhub.testing import check_variant
+from ganhub.variant import Variant
+from tests.plugin_fixture import make_fake_distribution
+
+BUILTINS = {"vanilla", "dcgan", "wgan-gp", "sngan", "stylegan-lite"}
+
+
+@pytest.fixture
+def fake_dist(tmp_path, monkeypatch):
+    root = make_fake_distribution(tmp_path / "site", broken=True, extra=True)
+    monkeypatch.syspath_prepend(str(root))
+    registry.reload()
+    yield root
+    for mod in [m for m in sys.modules if m.startswith("fakeplug_")]:
+        del sys.modules[mod]
+    registry.reload()
+
+
+def test_builtins_register_through_entry_points():
+    names = {e.name for e in registry.entries()}
+    assert BUILTINS <= names
+    for e in registry.entries():
+        if e.name in BUILTINS:
+            assert e.package == f"ganhub-{e.name}" and e.version == "0.1.0"
+            assert isinstance(e.variant, Variant)
+    assert not [f for f in registry.failures() if f.package.startswith("ganhub")]
+
+
+def test_third_party_plugin_loads_and_broken_ones_are_reported(fake_dist):
+    names = {e.name for e in registry.entries()}
+    assert "toy-mlp" in names
+    assert registry.entry("toy-mlp").package == "fakeplug" and registry.entry("toy-mlp").version == "0.3"
+    failures = {f.entry_point.split(" = ")[0]: f for f in registry.failures()}
+    assert "simulated: this plugin needs" in failures["broken-one"].error
+    assert failures["broken-one"].package == "fakeplug" and failures["broken-one"].version == "0.3"
+    assert "plugin API 99" in failures["future"].error and "upgrade" in failures["future"].error
+    dup = [f for f in registry.failures() if "duplicate variant name 'dcgan'" in f.error]
+    assert {f.package for f in dup} == {"ganhub-dcgan", "fakeplug"}  # both claimants refused, neither wins silently
+    assert "uninstall one of them" in dup[0].error
+    assert {"vanilla", "wgan-gp", "sngan", "stylegan-lite"} <= names
+
+
+def test_third_party_plugin_passes_conformance_suite(fake_dist):
+    check_variant("toy-mlp")
+
+
+def test_cli_list_survives_broken_plugin(tmp_path):
+    root = make_fake_distribution(tmp_path / "site", broken=True)
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-m", "ganhub.cli", "list", "--json"], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert BUILTINS | {"toy-mlp"} <= {v["name"] for v in data["variants"]}
+    assert [f["package"] for f in data["failures"]] == ["fakeplug"]
+    text = subprocess.run([sys.executable, "-m", "ganhub.cli", "list"], env=env, capture_output=True, text=True)
+    assert text.returncode == 0 and "FAILED broken-one" in text.stdout and "simulated" in text.stdout
+
+
+def test_validation_names_the_fix():
+    good = registry.get("dcgan")
+    with pytest.raises(registry.PluginError, match="make them equal"):
+        registry.validate(good, "other-name")
+    with pytest.raises(registry.PluginError, match="must point to a ganhub.variant.Variant"):
+        registry.validate(object(), "x")
+    import dataclasses
+
+    with pytest.raises(registry.PluginError, match="one-line summary"):
+        registry.validate(dataclasses.replace(good, summary="two\nlines"), "dcgan")
+    with pytest.raises(registry.PluginError, match="reg_phases"):
+        registry.validate(dataclasses.replace(good, reg_phases={"R1": ("X", 4)}), "dcgan")
+    with pytest.raises(registry.PluginError, match="is missing"):
+        registry.validate(dataclasses.replace(good, loss=lambda phase, G: None), "dcgan")
+
+
+def test_unknown_variant_lists_known_ones():
+    with pytest.raises(UnknownVariant, match="installed variants: .*dcgan"):
+        registry.get("nope")
