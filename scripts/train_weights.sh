@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Re-create the bundled weights/: train each variant on Fashion-MNIST (32x32, 1 channel) with ganhub's
+# defaults, then keep only what a weights entry ships (config.json, model.safetensors, samples.png).
+# Two queues run side by side with one thread each (this is how the shipped weights were made, on a
+# 2-core CPU). Usage: scripts/train_weights.sh [variant ...]   (default: all five)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+declare -A STEPS=([vanilla]=10000 [dcgan]=5000 [wgan-gp]=1200 [sngan]=4000 [stylegan-lite]=2000)
+run() {  # variant
+  local v=$1 extra=()
+  [[ -f "runs/weights-$v/checkpoint/training.safetensors" ]] && extra=(--resume)
+  OMP_NUM_THREADS=1 ganhub train "$v" --dataset fashion-mnist --steps "${STEPS[$v]}" --seed 0 \
+    --out "runs/weights-$v" --quiet "${extra[@]}"
+  mkdir -p "weights/$v"
+  cp "runs/weights-$v/config.json" "runs/weights-$v/model.safetensors" "runs/weights-$v/samples.png" "weights/$v/"
+}
+if (( $# )); then for v in "$@"; do run "$v"; done; exit 0; fi
+(run stylegan-lite; run sngan; run vanilla) &
+(run dcgan; run wgan-gp) &
+wait
