@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import io
+import json
 import os
 import sys
 import threading
@@ -382,8 +382,10 @@ def train(
             atomic_write(log_path, ("\n".join(keep) + "\n").encode() if keep else b"")
     log_file = open(log_path, "a") if is_main else None  # noqa: SIM115 - closed in finally
     ips, low_d_streak, collapse_warned, mid_step = 0.0, 0, False, False
-    yield Event("start", s.step, steps, message=f"{v.name} on {ds.name} ({len(ds):,} samples"
-                + (f", {ds.skipped} unreadable files skipped" if ds.skipped else "") + f") on {dev}")
+    if is_main:
+        yield Event("start", s.step, steps, message=f"{v.name} on {ds.name} ({len(ds):,} samples"
+                    + (f", {ds.skipped} unreadable files skipped" if ds.skipped else "") + f") on {dev}"
+                    + (f" x {world} processes" if world > 1 else ""))
     try:
         while s.step < steps:
             mid_step, logs = True, {}

@@ -5,7 +5,7 @@
 # 2-core CPU). Usage: scripts/train_weights.sh [variant ...]   (default: all five)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-declare -A STEPS=([vanilla]=10000 [dcgan]=5000 [wgan-gp]=1200 [sngan]=4000 [stylegan-lite]=2000)
+declare -A STEPS=([vanilla]=10000 [dcgan]=5000 [wgan-gp]=1200 [sngan]=4000 [stylegan-lite]=4000)
 run() {  # variant
   local v=$1 extra=()
   [[ -f "runs/weights-$v/checkpoint/training.safetensors" ]] && extra=(--resume)
@@ -15,6 +15,6 @@ run() {  # variant
   cp "runs/weights-$v/config.json" "runs/weights-$v/model.safetensors" "runs/weights-$v/samples.png" "weights/$v/"
 }
 if (( $# )); then for v in "$@"; do run "$v"; done; exit 0; fi
-(run stylegan-lite; run sngan; run vanilla) &
-(run dcgan; run wgan-gp) &
+(run stylegan-lite) &
+(run dcgan; run wgan-gp; run sngan; run vanilla) &
 wait

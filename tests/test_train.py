@@ -159,3 +159,16 @@ def test_sigkill_at_any_moment_never_leaves_an_unloadable_folder(tmp_path):
         s = _State(G, D, G, torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters()))
         _load_checkpoint(out, s, torch.device("cpu"))
     assert (out / CHECKPOINT).exists(), "no checkpoint was ever written"
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(tmp_path):
+    """The multi-GPU path (manual gradient averaging, rank 0 writes) runs under torchrun with gloo on CPU."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "ganhub.cli", "train", "dcgan",
+           "--dataset", "fashion-mnist", "--limit", "64", "--steps", "3", "--out", str(out), "--quiet", *[f"--set={k}={v}" for k, v in tiny("dcgan").items()]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("on fashion-mnist") == 1 and "x 2 processes" in proc.stdout
+    assert json.loads((out / "config.json").read_text())["step"] == 3
+    load_generator(out)
