@@ -128,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="sample images from a run folder, weights name or Hub repo")
-    s.add_argument("source", help="run folder, bundled weights name (e.g. dcgan) or Hub repo id user/repo")
+    s.add_argument("source", nargs="?", default="dcgan",
+                   help="run folder, bundled weights name (default: dcgan) or Hub repo id user/repo[@revision]")
     s.add_argument("--n", type=int, default=64)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--truncation", type=float, default=1.0, help="psi < 1 trades diversity for quality (mapping networks only)")
