@@ -168,15 +168,31 @@ class Loaded:
         return self.meta.get("variant", "?")
 
 
+def weights_dir() -> Path:
+    """The bundled weights/ folder (next to the package in a checkout), or $GANHUB_WEIGHTS_DIR."""
+    return Path(os.environ.get("GANHUB_WEIGHTS_DIR", Path(__file__).resolve().parent.parent / "weights"))
+
+
+def bundled() -> list[str]:
+    """Names of the bundled weights entries (folders holding a config.json)."""
+    root = weights_dir()
+    return sorted(p.name for p in root.iterdir() if (p / CONFIG).is_file()) if root.is_dir() else []
+
+
 def resolve(source: str | Path) -> Path:
-    """A folder path, a bundled weights name or a Hub repo id -> a local folder."""
+    """A folder path, a bundled weights name or a Hub repo id (`user/repo[@revision]`) -> a local folder."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if str(source) in bundled():
+        return weights_dir() / str(source)
     try:
         from ganhub.hub import resolve_source
-    except ImportError:  # hub support not installed: local folders only
-        path = Path(source)
-        if not path.is_dir():
-            raise FolderError(f"{source!r} is not a folder") from None
-        return path
+    except ImportError:
+        resolve_source = None
+    if resolve_source is None or str(source).count("/") != 1 or str(source).startswith((".", "/")):
+        names = ", ".join(bundled()) or "none"
+        raise FolderError(f"{source!r} is not a run folder, a bundled weights name ({names}) or a Hub repo id user/repo")
     return Path(resolve_source(str(source)))
 
 
