@@ -176,7 +176,16 @@ def weights_dir() -> Path:
 def bundled() -> list[str]:
     """Names of the bundled weights entries (folders holding a config.json)."""
     root = weights_dir()
-    return sorted(p.name for p in root.iterdir() if (p / CONFIG).is_file()) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    names = []
+    for p in sorted(root.iterdir()):
+        try:
+            if "variant" in json.loads((p / CONFIG).read_text()):  # skips e.g. the fmnist classifier
+                names.append(p.name)
+        except (OSError, json.JSONDecodeError):
+            continue
+    return names
 
 
 def resolve(source: str | Path) -> Path:
