@@ -1,0 +1,93 @@
+"""Drive the app the way gradio tests itself: launch it, then call every api_name through gradio_client."""
+
+import socket
+import time
+
+import pytest
+from gradio_client import Client
+from PIL import Image
+
+from ganhub import registry
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    import os
+
+    os.environ["GANHUB_RUNS_DIR"] = str(tmp_path_factory.mktemp("runs"))
+    import app
+
+    app.RUNS = tmp_path_factory.mktemp("app-runs")
+    port = free_port()
+    app.demo.queue().launch(prevent_thread_lock=True, server_port=port, server_name="127.0.0.1", quiet=True)
+    yield Client(f"http://127.0.0.1:{port}/", verbose=False)
+    app.demo.close()
+
+
+def test_plugins_lists_the_five(client):
+    variants, failures = client.predict(api_name="/plugins")
+    names = {row[0] for row in variants["data"]}
+    assert {"vanilla", "dcgan", "wgan-gp", "sngan", "stylegan-lite"} <= names
+    caps = {row[0]: row[5] for row in variants["data"]}
+    assert caps["stylegan-lite"] == "mapping" and caps["dcgan"] == "-"
+
+
+def test_sample_returns_an_image_of_the_right_size(client):
+    shown, png = client.predict("dcgan", 0, 16, 1.0, api_name="/sample")
+    grid = Image.open(png)
+    assert grid.size == (4 * 34 + 2, 4 * 34 + 2)  # 16 samples of 32 px in a 4x4 grid
+    assert Image.open(shown).size == (grid.width * 3, grid.height * 3)
+    again = client.predict("dcgan", 0, 16, 1.0, api_name="/sample")[1]
+    assert Image.open(again).tobytes() == grid.tobytes()  # same seed, same images
+
+
+def test_interpolate_returns_the_requested_frames(client):
+    frames, gif = client.predict("dcgan", 3, 4, "slerp", 7, api_name="/interpolate")
+    assert len(frames) == 7 and Image.open(gif).format == "GIF"
+
+
+def test_style_mix_and_its_refusal(client):
+    grid = client.predict("stylegan-lite", "1,2", "3,4,5", 3, api_name="/style_mix")
+    assert Image.open(grid).size == (3 * (4 * 34 + 2), 3 * (3 * 34 + 2))  # (1 + 3 columns) x (1 + 2 rows) tiles, x3
+    with pytest.raises(Exception, match="no mapping network"):
+        client.predict("dcgan", "1", "2", 3, api_name="/style_mix")
+
+
+def test_bad_input_is_a_sentence_not_a_traceback(client):
+    with pytest.raises(Exception) as exc:
+        client.predict("no-such-model", 0, 4, 1.0, api_name="/sample")
+    assert "is not a run folder, a bundled weights name" in str(exc.value) and "Traceback" not in str(exc.value)
+    with pytest.raises(Exception, match="greater than maximum value 64"):  # the slider bound, checked by gradio
+        client.predict("dcgan", 0, 1000, 1.0, api_name="/sample")
+
+
+def test_train_streams_stops_and_resumes(client):
+    import json
+
+    cfg = json.dumps(registry.get("dcgan").test_config)
+    job = client.submit("dcgan", "fashion-mnist", None, cfg, 400, 64, False, api_name="/train")
+    deadline = time.time() + 120
+    while len(job.outputs()) < 3 and time.time() < deadline:
+        time.sleep(0.2)
+    assert len(job.outputs()) >= 3, "training did not stream updates"
+    assert "step" in job.outputs()[-1][2]
+    assert "stopping" in client.predict(api_name="/stop")
+    while not job.done() and time.time() < deadline:
+        time.sleep(0.2)
+    last = job.outputs()[-1]
+    assert "stopped at step" in last[2]
+    run_dir = last[3]
+    stopped_at = int(last[2].split("stopped at step ")[1].split(";")[0])
+    assert stopped_at < 400
+    final = client.predict("dcgan", "fashion-mnist", None, cfg, stopped_at + 3, 64, True, api_name="/train")
+    assert f"finished: {run_dir}" in final[2]
+    meta = json.loads(open(f"{run_dir}/config.json").read())
+    assert meta["step"] == stopped_at + 3
+    zipped = client.predict(run_dir, api_name="/download")
+    assert zipped.endswith(".zip")
