@@ -12,3 +12,6 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Datasets downloads and metric caches go to a per-session temp dir, never the user's cache."""
     monkeypatch.setenv("GANHUB_CACHE", str(tmp_path_factory.getbasetemp() / "ganhub-cache"))
+
+
+pytest_plugins = ["tests.fakehub"]  # the `fake_hub` fixture
