@@ -1,16 +1,27 @@
-"""Evaluation: FID, KID, IS and precision/recall through torch-fidelity; class coverage; 2-D toy metrics.
+"""Evaluation: FID, KID, IS and precision/recall computed by torch-fidelity; class coverage; 2-D toy metrics.
 
-Feature extractors (registered with torch-fidelity):
-  fmnist     ganhub's own Fashion-MNIST classifier (weights/fmnist-classifier): works offline everywhere.
-             Numbers are comparable between ganhub runs, NOT with papers.
-  inception  torch-fidelity's Inception-v3 ("inception-v3-compat"), the standard whose FIDs compare with
-             papers: weights from --inception-weights, $GANHUB_INCEPTION_WEIGHTS, torch's hub cache, or
-             downloaded when online. Offline without them: an error saying how to supply them, never a
-             silent switch to another extractor.
+Protocol (every reported value carries it; see `_protocol`):
+  - Feature extractor: "fmnist" (default; ganhub's own classifier, offline) or "inception" (papers'
+    standard), see ganhub.extractors. Images reach either as uint8, like PNGs would, never as PNG files.
+  - Real data: the split (default "test", the 10k Fashion-MNIST test images) of the dataset the model was
+    trained on, loaded at the model's resolution exactly as training saw it. n_real = min(n, split size):
+    FID's bias depends on both sample counts, and precision/recall's k-NN radii assume equal counts
+    (Kynkäänniemi et al. 2019). Fewer than the whole split: a fixed subset (permutation with seed 0,
+    whatever the evaluation seed, so the cached real statistics serve every seed).
+  - Generated data: n samples of the EMA generator from the latents ganhub.sample.latents(n, z, seed)
+    (for generators without internal noise: the very images `ganhub sample --seed` shows), streamed in
+    blocks through torch-fidelity. The default n is 10,000 (10k generated vs the 10k test images); fewer
+    samples inflate FID, so compare numbers only at equal n.
+  - KID: polynomial kernel (degree 3), 100 subsets of min(1000, n_real, n) samples. IS: 10 splits.
+    Precision/recall: k = 3 nearest neighbours (the paper's default).
+  - Class coverage (Fashion-MNIST only; `class_coverage`): the fmnist classifier's predicted-class
+    histogram of the generated samples against its histogram on the whole real split. Using predictions
+    for both sides (rather than the true labels for the data) cancels the classifier's own confusions: a
+    perfect generator scores KL ~ 0.
+  - 2-D toys (`toy_metrics`): modes covered and the share of high-quality samples, as in VEEGAN/PacGAN.
 
-Every value carries its protocol (extractor, image size and resize, sample counts, real split, seed).
-Generated samples stream through torch-fidelity in batches; real-data features are cached per
-(dataset, split, size, extractor, n) under $GANHUB_CACHE/fidelity.
+Real-data features and FID statistics are cached by torch-fidelity under $GANHUB_CACHE/fidelity (default
+~/.cache/ganhub/fidelity), one entry per (dataset, split, resolution, channels, n_real, extractor weights).
 """
 
 from __future__ import annotations
@@ -18,84 +29,77 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
-import socket
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 import torch_fidelity
 from torch import nn
-from torch_fidelity.feature_extractor_base import FeatureExtractorBase
-from torch_fidelity.generative_model_modulewrapper import GenerativeModelModuleWrapper
+from torch.utils.data import Dataset
+from torch_fidelity.metric_prc import prc_features_to_metric
 
-from ganhub import classifier
-from ganhub.data import cache_dir, load_dataset, toy_points
+from ganhub.data import ImageDataset, cache_dir, load_dataset, toy_points
 from ganhub.errors import GanhubError
-from ganhub.folder import CONFIG, Loaded, atomic_write_json, load_generator
-from ganhub.sample import generate, latents, seeded
+from ganhub.extractors import Extractor, classifier_input, get_extractor, load_classifier
+from ganhub.folder import CONFIG, Loaded, atomic_write_json, bundled, load_generator, weights_dir
+from ganhub.sample import generate, latents, to_uint8
+from ganhub.variant import capabilities
 
-INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
-ALL = ("fid", "kid", "is", "pr", "coverage")
-COVERAGE_MIN_SHARE = 0.25  # a class counts as generated if it gets >= 1/4 of its fair share (1/K) of samples
+ALL_METRICS = ("fid", "kid", "is", "pr", "coverage")
+DEFAULT_METRICS = ("fid", "kid", "pr", "coverage")
+DEFAULT_N = 10_000
+MIN_N = 50  # below this, covariance and k-NN estimates are noise
+BATCH = 250  # generated images per block = torch-fidelity batch
+
+KID_SUBSETS, KID_SUBSET_SIZE, IS_SPLITS, PR_K = 100, 1000, 10, 3
+# A class counts as generated when its share of the samples is at least a quarter of its share in the data
+# (2.5% for balanced Fashion-MNIST): above the classifier's typical confusion leakage into a wrong class
+# for most class pairs (the worst pair is recorded in weights/fmnist-classifier/config.json).
+COVERAGE_MIN_RATIO = 0.25
+# Toys: "high quality" = within 3 std of the nearest mode (Srivastava et al. 2017, VEEGAN); a mode is
+# covered when it holds at least 20 high-quality samples per 2,500 (Lin et al. 2018, PacGAN), i.e. 0.8%.
+TOY_SIGMAS, TOY_MIN_SHARE = 3.0, 20 / 2500
+CACHE_VERSION = 1  # bump when the real-data pipeline changes, to orphan old cache entries
+BUILTIN_DATASETS = ("fashion-mnist", "mnist", "cifar10")
 
 
 class MetricsError(GanhubError):
     pass
 
 
-class FMNISTExtractor(FeatureExtractorBase):
-    """torch-fidelity wrapper around ganhub's classifier. Accepts uint8 (B, 1|3, H, W) of any size."""
+@dataclass(frozen=True)
+class Settings:
+    """One evaluation's choices: everything a number depends on besides the generator and the data."""
 
-    def __init__(self, name, features_list, **kwargs):
-        super().__init__(name, features_list)
-        self.net = classifier.load()
-
-    @staticmethod
-    def get_provided_features_list():
-        return "features", "logits"
-
-    @staticmethod
-    def get_default_feature_layer_for_metric(metric):
-        return {"isc": "logits"}.get(metric, "features")
-
-    @staticmethod
-    def can_be_compiled():
-        return False
-
-    @staticmethod
-    def get_dummy_input_for_compile():
-        return torch.zeros(1, 1, 32, 32, dtype=torch.uint8)
-
-    def forward(self, x: torch.Tensor):
-        x = x.float()
-        if x.shape[1] == 3:  # ITU-R 601 luma: the classifier sees grey images
-            x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device)[None, :, None, None]).sum(1, keepdim=True)
-        if x.shape[-1] != 32 or x.shape[-2] != 32:
-            x = F.interpolate(x, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
-        f, logits = self.net(x / 127.5 - 1)
-        out = {"features": f, "logits": logits}
-        return tuple(out[k] for k in self.features_list)
+    n: int = DEFAULT_N
+    seed: int = 0
+    extractor: str = "fmnist"
+    split: str = "test"
+    truncation: float = 1.0
+    batch_size: int = BATCH
+    cache: bool = True
+    verbose: bool = False
 
 
-torch_fidelity.register_feature_extractor("ganhub-fmnist", FMNISTExtractor)
+# ---------------------------------------------------------------------------------------------------------
+# Inputs for torch-fidelity
 
 
-class _Uint8Generator(nn.Module):
-    """G(z) in [-1, 1] -> uint8 images, as torch-fidelity's extractors expect; grey -> RGB for Inception."""
-
-    def __init__(self, G: nn.Module, rgb: bool):
-        super().__init__()
-        self.G, self.rgb = G, rgb
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = ((self.G(z.to(next(self.G.parameters()).device)).float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return x.expand(-1, 3, -1, -1) if self.rgb and x.shape[1] == 1 else x
+def device_of(G: nn.Module) -> torch.device:
+    p = next(iter(G.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
-class _RealImages(torch.utils.data.Dataset):
-    def __init__(self, images: torch.Tensor, rgb: bool):
+class RealImages(Dataset):
+    """uint8 (N, C, H, W) -> items (C, H, W); grey repeated to RGB for extractors that need it."""
+
+    def __init__(self, images: torch.Tensor, rgb: bool = False):
         self.images, self.rgb = images, rgb
 
     def __len__(self) -> int:
@@ -106,220 +110,449 @@ class _RealImages(torch.utils.data.Dataset):
         return x.expand(3, -1, -1) if self.rgb and x.shape[0] == 1 else x
 
 
-def inception_weights(path: str | None = None) -> str | None:
-    """Path to Inception weights, None when torch-fidelity may download them, or a MetricsError."""
-    candidates = [path, os.environ.get("GANHUB_INCEPTION_WEIGHTS"),
-                  str(Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_URL.rsplit("/", 1)[1])]
-    for c in candidates:
-        if c and Path(c).is_file():
-            try:  # torch-fidelity unpickles this file; refuse anything that is not plain tensors first
-                torch.load(c, map_location="cpu", weights_only=True)
-            except Exception:
-                raise MetricsError(f"{c} is not a plain PyTorch state dict of Inception-v3 weights") from None
-            return c
-        if c and c in (path, os.environ.get("GANHUB_INCEPTION_WEIGHTS")):
-            raise MetricsError(f"Inception weights not found at {c}; check the path")
-    try:
-        socket.create_connection(("github.com", 443), timeout=3).close()
-    except OSError:
-        raise MetricsError(
-            "Inception-v3 weights are not available offline: download " + INCEPTION_URL + " on a machine with "
-            "internet and pass --inception-weights PATH (or set GANHUB_INCEPTION_WEIGHTS), or use --extractor fmnist"
-        ) from None
-    return None  # online: torch-fidelity downloads them into torch's hub cache
+class GeneratedImages(Dataset):
+    """n samples of G as uint8 items (C, H, W), generated lazily one block at a time and never stored.
+
+    torch-fidelity reads a Dataset through a DataLoader; with `save_cpu_ram=True` it uses no worker
+    processes, so items are requested in order and each block is generated exactly once. `observers` see
+    every block as it is made (`observer(block_index, uint8 images)`): class coverage counts classes on
+    the very images FID is computed from. In-generator noise (e.g. StyleGAN's) is seeded per block from
+    (seed, block), so results do not depend on the order blocks are requested in.
+    """
+
+    def __init__(self, G: nn.Module, n: int, seed: int, *, truncation: float = 1.0, block: int = BATCH,
+                 rgb: bool = False, observers: Sequence[Callable[[int, torch.Tensor], None]] = ()):
+        self.G, self.n, self.seed, self.truncation, self.block, self.rgb = G, n, seed, truncation, block, rgb
+        self.z = latents(n, int(G.z_dim), seed)
+        self.observers = list(observers)
+        self._cached: tuple[int, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def block_images(self, b: int) -> torch.Tensor:
+        if self._cached is None or self._cached[0] != b:
+            noise_seed = int(np.random.SeedSequence([self.seed, b]).generate_state(1)[0])
+            x = generate(self.G, self.z[b * self.block : (b + 1) * self.block], truncation=self.truncation,
+                         seed=noise_seed, batch_size=self.block)
+            if x.dim() != 4:
+                raise MetricsError(f"the generator returned {tuple(x.shape)} instead of images (N, C, H, W)")
+            u = to_uint8(x)
+            for observe in self.observers:
+                observe(b, u)
+            self._cached = (b, u)
+        return self._cached[1]
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        x = self.block_images(i // self.block)[i % self.block]
+        return x.expand(3, -1, -1) if self.rgb and x.shape[0] == 1 else x
 
 
-def _real_key(dataset: str, split: str, res: int, ch: int, n: int, extractor: str) -> str:
-    h = hashlib.sha256((classifier.path() / "model.safetensors").read_bytes()).hexdigest()[:8] if extractor == "fmnist" else "v3"
-    return f"ganhub-{dataset}-{split}-{res}px-{ch}ch-n{n}-{extractor}-{h}".replace("/", "_")
+# ---------------------------------------------------------------------------------------------------------
+# Class coverage
+
+
+class ClassTally:
+    """Observer of GeneratedImages: predicted-class counts per block (idempotent if a block is redone)."""
+
+    def __init__(self, net: nn.Module):
+        self.net, self.counts = net, {}
+
+    @torch.no_grad()
+    def __call__(self, b: int, images: torch.Tensor) -> None:
+        self.counts[b] = predicted_counts(images, self.net)
+
+    def histogram(self) -> torch.Tensor:
+        total = torch.stack(list(self.counts.values())).sum(0)
+        return total / total.sum()
 
 
 @torch.no_grad()
-def class_histogram(images: torch.Tensor, net: nn.Module) -> torch.Tensor:
-    """Predicted-class histogram (10,) of images (N, C, H, W) in [-1, 1] under the fmnist classifier."""
-    counts = torch.zeros(10)
-    for xb in images.split(500):
-        if xb.shape[1] == 3:
-            xb = (xb * torch.tensor([0.299, 0.587, 0.114])[None, :, None, None]).sum(1, keepdim=True)
-        if xb.shape[-1] != 32:
-            xb = F.interpolate(xb, size=(32, 32), mode="bilinear", align_corners=False, antialias=True)
-        counts += torch.bincount(net(xb)[1].argmax(1), minlength=10).float()
-    return counts / counts.sum()
+def predicted_counts(images: torch.Tensor, net: nn.Module, batch: int = 250) -> torch.Tensor:
+    """uint8 images (N, C, H, W) -> counts (10,) of the fmnist classifier's predicted classes."""
+    device = next(net.parameters()).device
+    counts = torch.zeros(10, dtype=torch.long)
+    for x in images.split(batch):
+        pred = net(classifier_input(x.to(device)))[1].argmax(1).cpu()
+        counts += torch.bincount(pred, minlength=10)
+    return counts
 
 
-def coverage_from_histograms(p_gen: torch.Tensor, p_data: torch.Tensor) -> dict[str, Any]:
-    """Classes generated (share >= COVERAGE_MIN_SHARE / K) and KL(p_gen || p_data) in nats."""
-    k = len(p_gen)
-    eps = 1e-8
-    kl = float((p_gen * ((p_gen + eps) / (p_data + eps)).log()).sum())
-    covered = int((p_gen >= COVERAGE_MIN_SHARE / k).sum())
-    return {"classes": covered, "of": k, "kl": kl, "histogram": [round(float(x), 4) for x in p_gen]}
+def class_coverage(p_gen: torch.Tensor, p_data: torch.Tensor, min_ratio: float = COVERAGE_MIN_RATIO) -> dict[str, Any]:
+    """Classes generated (share >= min_ratio x the class's data share) and KL(p_gen || p_data) in nats.
+
+    KL(gen || data) is the direction that grows when the generator over-produces a few classes (mode
+    collapse) and is finite whenever the data has every class; 0 log 0 = 0 for classes never generated.
+    Uniform samples of k of 10 balanced classes give KL = log(10 / k).
+    """
+    p_gen, p_data = p_gen.double() / p_gen.sum(), p_data.double() / p_data.sum()
+    nz = p_gen > 0
+    kl = float((p_gen[nz] * (p_gen[nz] / p_data[nz].clamp_min(1e-12)).log()).sum())
+    covered = p_gen >= min_ratio * p_data
+    return {"classes": int(covered.sum()), "of": len(p_gen), "kl": kl,
+            "histogram": [round(float(v), 4) for v in p_gen], "data_histogram": [round(float(v), 4) for v in p_data]}
 
 
-def toy_metrics(points: torch.Tensor, modes: torch.Tensor, std: float) -> dict[str, Any]:
-    """Mode-collapse metrics for the 2-D mixtures (Srivastava et al. 2017; Gulrajani et al. 2017):
-    a sample is high quality if within 3 std of its nearest mode; a mode is covered if it receives at
-    least a quarter of its fair share (n / M / 4) of high-quality samples."""
-    d = torch.cdist(points.float(), modes.float())
-    dist, nearest = d.min(1)
-    hq = dist <= 3 * std
-    counts = torch.bincount(nearest[hq], minlength=len(modes))
-    covered = int((counts >= len(points) / len(modes) / 4).sum())
-    return {"modes_covered": covered, "modes": len(modes), "high_quality": float(hq.float().mean())}
+def _data_class_histogram(real: ImageDataset, key: str, net: nn.Module, use_cache: bool) -> torch.Tensor:
+    path = cache_dir() / "fidelity" / f"{key}-class-histogram.json"
+    if use_cache and path.is_file():
+        return torch.tensor(json.loads(path.read_text())["counts"], dtype=torch.float64)
+    counts = predicted_counts(real.images, net)
+    if use_cache:
+        atomic_write_json(path, {"counts": counts.tolist()})
+    return counts.double()
 
 
-def _protocol(extractor: str, res: int, n_real: int, n_gen: int, dataset: str, split: str, seed: int, **extra) -> dict:
-    size = "299 px, torch-fidelity's Inception resize" if extractor == "inception" else "32 px (bilinear, antialiased)"
-    return {"extractor": extractor if extractor == "inception" else "fmnist (weights/fmnist-classifier)",
-            "image_size": f"generated {res} px -> {size}", "real": f"{dataset} {split} split", "n_real": n_real,
-            "n_generated": n_gen, "seed": seed, **extra}
+# ---------------------------------------------------------------------------------------------------------
+# 2-D toys
+
+
+def toy_metrics(points: torch.Tensor, modes: torch.Tensor, std: float, *, sigmas: float = TOY_SIGMAS,
+                min_share: float = TOY_MIN_SHARE) -> dict[str, Any]:
+    """Modes covered and share of high-quality samples for a 2-D Gaussian mixture (points (N, 2)).
+
+    A sample is high quality when within `sigmas` std of its nearest mode; a mode is covered when at least
+    `min_share` of all samples are high-quality samples of it. Note that even the data itself scores
+    1 - exp(-sigmas^2 / 2) = 98.9% high quality at 3 std (the radius of a 2-D isotropic Gaussian).
+    """
+    dist, nearest = torch.cdist(points.float(), modes.float()).min(1)
+    hq = dist <= sigmas * std
+    per_mode = torch.bincount(nearest[hq], minlength=len(modes))
+    covered = per_mode >= max(1.0, min_share * len(points))
+    return {"modes_covered": int(covered.sum()), "modes": len(modes), "high_quality": float(hq.float().mean()),
+            "per_mode": per_mode.tolist()}
+
+
+def _evaluate_toy(G: nn.Module, dataset: str, names: list[str], run: Settings) -> dict[str, Any]:
+    if dataset not in ("ring8", "grid25"):
+        raise MetricsError(f"this generator makes 2-D points but was trained on {dataset!r}; toy metrics know ring8 and grid25")
+    gen = generate(G, latents(run.n, int(G.z_dim), run.seed), truncation=run.truncation, seed=run.seed)
+    real = toy_points(dataset, n=run.n, seed=0)
+    proto = {"dataset": dataset, "n_generated": run.n, "seed": run.seed, "truncation": run.truncation, "mode_std": real.mode_std,
+             "rule": f"high quality: within {TOY_SIGMAS:g} std of the nearest mode; mode covered: >= {TOY_MIN_SHARE:.1%} of "
+                     "samples are high-quality samples of it (VEEGAN/PacGAN)"}
+    tm = toy_metrics(gen, real.modes, real.mode_std)
+    out = {
+        "modes_covered": {"value": tm["modes_covered"], "of": tm["modes"], "per_mode": tm["per_mode"], "protocol": proto},
+        "high_quality": {"value": tm["high_quality"], "protocol": proto},
+    }
+    if "pr" in names:  # in the raw 2-D space, where the paper's toy experiments live
+        pr = prc_features_to_metric(gen, real.images, prc_neighborhood=PR_K, prc_batch_size=10_000, save_cpu_ram=True, verbose=False)
+        pr_proto = {**proto, "real": f"{dataset}, {run.n} points (seed 0)", "n_real": run.n, "features": "raw 2-D points",
+                    "k": PR_K, "computed_by": f"torch-fidelity {torch_fidelity.__version__}"}
+        out["precision"] = {"value": pr["precision"], "protocol": pr_proto}
+        out["recall"] = {"value": pr["recall"], "protocol": pr_proto}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def _real_key(dataset: str, split: str, res: int, ch: int, n_real: int, ext: Extractor) -> str:
+    """A deterministic, file-name-safe cache name; a path dataset is named by its resolved path."""
+    name = dataset
+    if dataset not in BUILTIN_DATASETS and Path(dataset).expanduser().exists():
+        resolved = str(Path(dataset).expanduser().resolve())
+        name = Path(resolved).name + "-" + hashlib.sha256(resolved.encode()).hexdigest()[:8]
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    return f"ganhub-v{CACHE_VERSION}-{name}-{split}-{res}px-{ch}ch-n{n_real}-{ext.name}-{ext.digest}"
+
+
+def _command(source: str, metrics: list[str], run: Settings) -> str:
+    cmd = f"ganhub eval {source} --metrics {','.join(metrics)} --n {run.n} --extractor {run.extractor} --seed {run.seed}"
+    if run.split != "test":
+        cmd += f" --split {run.split}"
+    if run.truncation != 1.0:
+        cmd += f" --truncation {run.truncation:g}"
+    return cmd
+
+
+def _parse_metrics(metrics: str | Sequence[str]) -> list[str]:
+    names = metrics.split(",") if isinstance(metrics, str) else list(metrics)
+    names = [m.strip().lower() for m in names if m.strip()]
+    bad = [m for m in names if m not in ALL_METRICS]
+    if bad or not names:
+        raise MetricsError(f"unknown metric(s) {', '.join(bad) or '(none given)'}; choose from {','.join(ALL_METRICS)}")
+    return list(dict.fromkeys(names))
 
 
 def evaluate(
     source: str | Path | Loaded,
     *,
-    metrics: tuple[str, ...] | list[str] = ("fid", "kid", "pr", "coverage"),
-    n: int = 10_000,
+    metrics: str | Sequence[str] = DEFAULT_METRICS,
+    n: int = DEFAULT_N,
     extractor: str = "fmnist",
     seed: int = 0,
-    dataset: str | None = None,
-    split: str = "test",
-    inception_weights_path: str | None = None,
-    device: str | None = None,
+    batch_size: int = BATCH,
+    device: str | torch.device | None = None,
+    real_split: str = "test",
+    truncation: float = 1.0,
+    inception_weights_path: str | Path | None = None,
+    cache: bool = True,
+    verbose: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate a generator. Returns {"source", "variant", "step", "metrics": {name: {"value", "protocol", "command"}}}."""
-    metrics = [m.strip().lower() for m in metrics if m.strip()]
-    bad = sorted(set(metrics) - set(ALL))
-    if bad:
-        raise MetricsError(f"unknown metric(s) {bad}; choose from {', '.join(ALL)}")
+    """Evaluate a generator (run folder, bundled weights name, Hub repo id, or a loaded one).
+
+    Returns {"source", "variant", "step", "metrics": {name: {"value", "protocol", "command", ...}},
+    "command", "seconds"} (+ "skipped": {metric: why}). Metric names: fid, kid, is, precision, recall,
+    coverage (details) and class_kl for images; modes_covered, high_quality (+ precision, recall) for toys.
+    """
+    t0 = time.time()
+    names = _parse_metrics(metrics)
     if extractor not in ("fmnist", "inception"):
         raise MetricsError(f"unknown extractor {extractor!r}; use fmnist or inception")
-    if n < 50:
-        raise MetricsError(f"--n must be at least 50 samples for meaningful statistics, got {n}")
+    if n < MIN_N:
+        raise MetricsError(f"--n must be at least {MIN_N} samples for meaningful statistics, got {n}")
+    if batch_size < 1:
+        raise MetricsError(f"batch size must be positive, got {batch_size}")
+    run = Settings(n, seed, extractor, real_split, truncation, batch_size, cache, verbose)
     loaded = source if isinstance(source, Loaded) else load_generator(source, device=device)
-    G, cfg = loaded.G, loaded.cfg
-    dataset = dataset or loaded.meta.get("recipe", {}).get("dataset", "fashion-mnist")
-    command = f"ganhub eval {source if not isinstance(source, Loaded) else loaded.path} --metrics {','.join(metrics)} --n {n} --extractor {extractor} --seed {seed}"
-    out: dict[str, Any] = {"source": str(source if not isinstance(source, Loaded) else loaded.path), "variant": loaded.name,
-                           "step": loaded.meta.get("step"), "metrics": {}}
-
-    if cfg.data == "points":  # the 2-D toys: image metrics do not apply
-        toy = toy_points(dataset if dataset in ("ring8", "grid25") else "ring8")
-        pts = generate(G, latents(n, cfg.z_dim, seed), seed=seed)
-        out["metrics"]["toy"] = {"value": toy_metrics(pts, toy.modes, toy.mode_std),
-                                 "protocol": {"dataset": toy.name, "n_generated": n, "seed": seed, "threshold": "3 std"},
-                                 "command": command}
-        return out
-
-    if extractor == "fmnist" and dataset != "fashion-mnist":
-        raise MetricsError(f"the fmnist extractor only judges Fashion-MNIST models; this one learned {dataset!r}: use --extractor inception")
-    fidelity_metrics = [m for m in metrics if m != "coverage"]
-    real = load_dataset(dataset, resolution=cfg.resolution, channels=cfg.channels, split=split)
-    n_real = min(len(real), n)
-    if fidelity_metrics:
-        rgb = extractor == "inception"
-        kwargs: dict[str, Any] = {}
-        if extractor == "inception":
-            kwargs["feature_extractor_weights_path"] = inception_weights(inception_weights_path)
-        cuda = torch.cuda.is_available() and next(G.parameters()).device.type == "cuda"
-        wrapped = GenerativeModelModuleWrapper(_Uint8Generator(G, rgb), cfg.z_dim, "normal", 0)
-        real_ds = _RealImages(real.images[:n_real], rgb)
-        with seeded(seed, next(G.parameters()).device):
-            try:
-                res = torch_fidelity.calculate_metrics(
-                    input1=wrapped, input1_model_num_samples=n, input2=real_ds,
-                    input2_cache_name=_real_key(dataset, split, cfg.resolution, cfg.channels, n_real, extractor),
-                    cache_root=str(cache_dir() / "fidelity"), cache=True,
-                    feature_extractor="ganhub-fmnist" if extractor == "fmnist" else "inception-v3-compat",
-                    fid="fid" in metrics, kid="kid" in metrics, isc="is" in metrics, prc="pr" in metrics,
-                    kid_subset_size=min(1000, n, n_real), isc_splits=10, rng_seed=seed, cuda=cuda,
-                    batch_size=250, save_cpu_ram=True, verbose=False, **kwargs,
-                )
-            except GanhubError:
-                raise
-            except Exception as e:  # torch-fidelity raises plain exceptions for e.g. too few samples
-                raise MetricsError(f"torch-fidelity failed: {type(e).__name__}: {e}") from None
-        proto = _protocol(extractor, cfg.resolution, n_real, n, dataset, split, seed)
-        table = {
-            "fid": ("frechet_inception_distance", {}),
-            "kid": ("kernel_inception_distance_mean", {"kid_subset_size": min(1000, n, n_real), "kid_subsets": 100}),
-            "is": ("inception_score_mean", {"splits": 10}),
-            "precision": ("precision", {"k": 3}),
-            "recall": ("recall", {"k": 3}),
-        }
-        for name, (key, extra) in table.items():
-            if key in res:
-                out["metrics"][name] = {"value": float(res[key]), "protocol": {**proto, **extra}, "command": command}
-        if "kernel_inception_distance_std" in res:
-            out["metrics"]["kid"]["std"] = float(res["kernel_inception_distance_std"])
-    if "coverage" in metrics:
-        if dataset != "fashion-mnist":
-            raise MetricsError("class coverage needs the Fashion-MNIST classifier; it applies to Fashion-MNIST models only")
-        net = classifier.load()
-        gen = generate(G, latents(n, cfg.z_dim, seed), seed=seed)
-        p_gen = class_histogram(gen, net)
-        p_data = class_histogram(real.batch(torch.arange(n_real)), net)
-        cov = coverage_from_histograms(p_gen, p_data)
-        out["metrics"]["coverage"] = {
-            "value": cov,
-            "protocol": _protocol("fmnist", cfg.resolution, n_real, n, dataset, split, seed,
-                                  rule=f"class counted if >= {COVERAGE_MIN_SHARE}/K of samples; KL(p_gen || p_data), nats"),
-            "command": command,
-        }
+    src = str(loaded.path) if isinstance(source, Loaded) else str(source)
+    dataset = (loaded.meta.get("recipe") or {}).get("dataset") or "fashion-mnist"
+    command = _command(src, names, run)
+    out: dict[str, Any] = {"source": src, "variant": loaded.name, "step": loaded.meta.get("step")}
+    if loaded.cfg.data == "points":  # image metrics do not apply to 2-D points; the toys have their own
+        out["metrics"] = _evaluate_toy(loaded.G, dataset, names, run)
+    else:
+        out["metrics"], skipped = _evaluate_images(loaded, dataset, names, run, inception_weights_path)
+        if skipped:
+            out["skipped"] = skipped
+    for entry in out["metrics"].values():
+        entry["command"] = command  # each value stays reproducible once copied into a model card
+    out["command"] = command
+    out["seconds"] = round(time.time() - t0, 1)
     return out
 
 
-def write_results(folder: Path, result: dict[str, Any]) -> None:
-    """Record results in the folder's config.json (atomic) so the model card shows them."""
-    path = folder / CONFIG
+def _evaluate_images(loaded: Loaded, dataset: str, names: list[str], run: Settings,
+                     inception_weights_path: str | Path | None) -> tuple[dict[str, Any], dict[str, str]]:
+    G, cfg = loaded.G, loaded.cfg
+    skipped: dict[str, str] = {}
+    fidelity = [m for m in names if m != "coverage"]
+    is_fmnist = dataset == "fashion-mnist"
+    if run.extractor == "fmnist" and fidelity and not is_fmnist:
+        raise MetricsError(f"the fmnist extractor only judges Fashion-MNIST models and this one learned {dataset!r}; "
+                           "use --extractor inception")
+    want_coverage = "coverage" in names
+    if want_coverage and not is_fmnist:
+        why = f"class coverage needs a Fashion-MNIST model; this one learned {dataset!r}"
+        if not fidelity:
+            raise MetricsError(why)
+        skipped["coverage"], want_coverage = why, False
+    if run.truncation != 1.0 and "mapping" not in capabilities(G):
+        raise MetricsError("truncation needs a generator with a mapping network (e.g. stylegan-lite); use --truncation 1")
+    # Resolve the extractor first: a missing Inception file should fail before any real work.
+    ext = get_extractor(run.extractor if fidelity else "fmnist", inception_weights_path)
+    real = load_dataset(dataset, resolution=cfg.resolution, channels=cfg.channels, split=run.split)
+    n_real = min(run.n, len(real))
+    real_images = real.images
+    if n_real < len(real):  # a fixed subset, the same for every evaluation seed (so the cache serves them all)
+        real_images = real.images[torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[:n_real]]
+
+    tally = ClassTally(load_classifier(device_of(G) if device_of(G).type == "cuda" else "cpu")) if want_coverage else None
+    gen = GeneratedImages(G, run.n, run.seed, truncation=run.truncation, block=run.batch_size, rgb=ext.rgb,
+                          observers=[tally] if tally else [])
+    entries: dict[str, Any] = {}
+    if fidelity:
+        key = _real_key(dataset, run.split, cfg.resolution, cfg.channels, n_real, ext)
+        res = _fidelity(gen, RealImages(real_images, ext.rgb), fidelity, ext, key, n_real, run, cuda=device_of(G).type == "cuda")
+        proto = _protocol(ext, cfg.resolution, dataset, n_real, len(real), run)
+        entries.update(_fidelity_entries(res, proto, min(KID_SUBSET_SIZE, run.n, n_real)))
+    else:
+        for b in range((run.n + run.batch_size - 1) // run.batch_size):
+            gen.block_images(b)  # coverage alone: stream the samples past the tally
+    if tally is not None:
+        fmnist = get_extractor("fmnist")
+        key = _real_key(dataset, run.split, cfg.resolution, cfg.channels, len(real), fmnist)
+        cov = class_coverage(tally.histogram(), _data_class_histogram(real, key, tally.net, run.cache))
+        proto = {
+            **_protocol(fmnist, cfg.resolution, dataset, len(real), len(real), run),
+            "rule": f"a class counts when its share of the samples is >= {COVERAGE_MIN_RATIO:g} x its share in the data; "
+                    "KL(generated || data) in nats between predicted-class histograms",
+            "data_histogram": f"classifier predictions on the whole {run.split} split",
+        }
+        entries["coverage"] = {"value": cov, "protocol": proto}
+        entries["class_kl"] = {"value": cov["kl"], "protocol": proto}
+    return entries, skipped
+
+
+def _fidelity(gen: GeneratedImages, real: RealImages, names: list[str], ext: Extractor, key: str, n_real: int,
+              run: Settings, *, cuda: bool) -> dict[str, float]:
+    """One torch_fidelity.calculate_metrics call: a single pass over the generated samples for all metrics."""
+    kwargs: dict[str, Any] = {}
+    if any(m in names for m in ("fid", "kid", "pr")):
+        # torch-fidelity caches input2's features (and FID statistics) under this name; input1 is never cached.
+        kwargs.update(input2=real, input2_cache_name=key if run.cache else None)
+    try:
+        return torch_fidelity.calculate_metrics(
+            input1=gen, **kwargs,
+            feature_extractor=ext.fidelity_name, **ext.kwargs,
+            fid="fid" in names, kid="kid" in names, isc="is" in names, prc="pr" in names,
+            kid_subsets=KID_SUBSETS, kid_subset_size=min(KID_SUBSET_SIZE, run.n, n_real), isc_splits=IS_SPLITS,
+            prc_neighborhood=PR_K, rng_seed=run.seed, batch_size=run.batch_size, cuda=cuda,
+            # save_cpu_ram: no DataLoader workers (GeneratedImages relies on in-order, in-process reads)
+            # and precision/recall in batches rather than one n x n distance matrix.
+            save_cpu_ram=True, cache=run.cache, cache_root=str(cache_dir() / "fidelity"), verbose=run.verbose,
+        )
+    except GanhubError:
+        raise
+    except ValueError as e:  # torch-fidelity's argument checks (vassert)
+        raise MetricsError(f"torch-fidelity refused the evaluation: {e}") from None
+
+
+def _fidelity_entries(res: dict[str, float], proto: dict[str, Any], kid_size: int) -> dict[str, Any]:
+    by = {"computed_by": f"torch-fidelity {torch_fidelity.__version__}"}
+    table = {  # our name: (torch-fidelity's key, its std key, protocol details)
+        "fid": ("frechet_inception_distance", None, {}),
+        "kid": ("kernel_inception_distance_mean", "kernel_inception_distance_std",
+                {"kid_subset_size": kid_size, "kid_subsets": KID_SUBSETS, "kernel": "polynomial, degree 3"}),
+        "is": ("inception_score_mean", "inception_score_std", {"is_splits": IS_SPLITS}),
+        "precision": ("precision", None, {"k": PR_K}),
+        "recall": ("recall", None, {"k": PR_K}),
+    }
+    entries = {}
+    for name, (key, key_std, extra) in table.items():
+        if key in res:
+            entries[name] = {"value": float(res[key]), "protocol": {**proto, **extra, **by}}
+            if key_std:
+                entries[name]["std"] = float(res[key_std])
+    return entries
+
+
+def _protocol(ext: Extractor, res: int, dataset: str, n_real: int, n_split: int, run: Settings) -> dict[str, Any]:
+    subset = "the whole split" if n_real >= n_split else f"a fixed subset of the {n_split} (permutation seed 0)"
+    return {**ext.protocol(res), "real": f"{dataset}, {run.split} split", "n_real": n_real, "real_subset": subset,
+            "n_generated": run.n, "seed": run.seed, "truncation": run.truncation}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Recording and the CLI
+
+
+def write_results(folder: str | Path, result: dict[str, Any]) -> Path:
+    """Merge `result["metrics"]` into the folder's config.json "metrics" (atomic), for the model card."""
+    path = Path(folder) / CONFIG
     meta = json.loads(path.read_text())
     meta.setdefault("metrics", {}).update(result["metrics"])
     atomic_write_json(path, meta)
+    return path
+
+
+def _local_folder(src: str) -> Path | None:
+    """The folder `--write` may write to: a local run folder or a bundled weights entry, not a Hub download."""
+    p = Path(src).expanduser()
+    if (p / CONFIG).is_file():
+        return p
+    if src in bundled():
+        return weights_dir() / src
+    return None
 
 
 def _fmt(name: str, m: dict[str, Any]) -> str:
     v = m["value"]
     if name == "coverage":
-        return f"{v['classes']}/{v['of']} classes, KL {v['kl']:.3f}"
-    if name == "toy":
-        return f"{v['modes_covered']}/{v['modes']} modes, {v['high_quality']:.1%} high quality"
-    return f"{v:.4f}" if name == "kid" else f"{v:.3f}" if name in ("precision", "recall") else f"{v:.2f}"
+        return f"{v['classes']}/{v['of']}"
+    if name == "modes_covered":
+        return f"{v}/{m['of']}"
+    if name in ("precision", "recall", "high_quality"):
+        return f"{v:.3f}"
+    if name in ("kid", "class_kl"):
+        return f"{v:.4g}"
+    return f"{v:.2f}"
+
+
+COLUMNS = {"fid": "FID", "kid": "KID", "is": "IS", "precision": "precision", "recall": "recall", "coverage": "classes",
+           "class_kl": "class KL", "modes_covered": "modes", "high_quality": "high quality"}
+DETAILS = ("computed_by", "k", "kid_subset_size", "kid_subsets", "kernel", "is_splits", "rule", "data_histogram")
+
+
+def format_table(results: list[dict[str, Any]]) -> str:
+    """One row per source; under it the protocol all values share, then what differs between metrics."""
+    cols = [c for c in COLUMNS if any(c in r["metrics"] for r in results)]
+    header = ["source", *(COLUMNS[c] for c in cols), "seconds"]
+    rows = [[r["source"], *(_fmt(c, r["metrics"][c]) if c in r["metrics"] else "–" for c in cols), f"{r['seconds']:.0f}"]
+            for r in results]
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    lines = ["  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+
+    entries = [(r["source"], name, m) for r in results for name, m in r["metrics"].items()]
+    protos = [{k: v for k, v in m["protocol"].items() if k not in DETAILS} for _, _, m in entries]
+    common = {k: v for k, v in protos[0].items() if all(p.get(k) == v for p in protos)} if protos else {}
+    lines.append("protocol: " + "; ".join(f"{k}={v}" for k, v in common.items()))
+    # what differs from the common protocol -> {metric: sources it applies to}
+    groups: dict[str, dict[str, list[str]]] = {}
+    for (src, name, _), p in zip(entries, protos):
+        rest = "; ".join(f"{k}={v}" for k, v in p.items() if k not in common)
+        if rest:
+            groups.setdefault(rest, {}).setdefault(name, []).append(src)
+    for rest, by_metric in groups.items():
+        labels = [COLUMNS[name] + ("" if len(srcs) == len(results) else f" ({', '.join(srcs)})") for name, srcs in by_metric.items()]
+        lines.append(f"  {', '.join(labels)}: {rest}")
+    notes: dict[str, str] = {}
+    for _, name, m in entries:
+        p = m["protocol"]
+        if name == "kid":
+            notes["KID"] = f"{p['kid_subsets']} subsets of {p['kid_subset_size']}, {p['kernel']} kernel"
+        elif name in ("precision", "recall"):
+            notes["precision/recall"] = f"k={p['k']} nearest neighbours (Kynkäänniemi et al. 2019)"
+        elif name == "is":
+            notes["IS"] = f"{p['is_splits']} splits"
+        elif name == "coverage":
+            notes["classes"] = p["rule"] + f"; data histogram: {p['data_histogram']}"
+        elif name == "modes_covered":
+            notes["modes"] = p["rule"]
+        if "computed_by" in p:
+            notes["computed by"] = p["computed_by"]
+    for r in results:
+        for name, why in r.get("skipped", {}).items():
+            notes[f"{name} skipped for {r['source']}"] = why
+    lines += [f"  {k}: {v}" for k, v in notes.items()]
+    return "\n".join(lines)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    names = _parse_metrics(args.metrics)  # fail on a typo before loading anything
+    targets = {}
+    if args.write:
+        for src in args.sources:
+            targets[src] = _local_folder(src)
+            if targets[src] is None:
+                raise MetricsError(f"--write records results in a local run folder; {src!r} is not one (Hub repos are read-only here)")
     results = []
     for src in args.sources:
-        r = evaluate(src, metrics=args.metrics.split(","), n=args.n, extractor=args.extractor, seed=args.seed,
-                     inception_weights_path=args.inception_weights, device=args.device)
+        if not args.json:
+            print(f"evaluating {src}: {','.join(names)} on {args.n} samples, {args.extractor} features ...", file=sys.stderr, flush=True)
+        r = evaluate(src, metrics=names, n=args.n, extractor=args.extractor, seed=args.seed, batch_size=args.batch_size,
+                     device=args.device, real_split=args.split, truncation=args.truncation,
+                     inception_weights_path=args.inception_weights, cache=not args.no_cache)
         results.append(r)
         if args.write:
-            folder = Path(src)
-            if not (folder / CONFIG).is_file():
-                raise MetricsError(f"--write needs a local run folder; {src!r} is not one")
-            write_results(folder, r)
+            write_results(targets[src], r)
     if args.json:
         print(json.dumps(results if len(results) > 1 else results[0], indent=2))
-        return 0
-    names = [k for k in ("fid", "kid", "is", "precision", "recall", "coverage", "toy") if any(k in r["metrics"] for r in results)]
-    w = max(len(r["source"]) for r in results) + 2
-    print("source".ljust(w) + "".join(n.ljust(26 if n in ("coverage", "toy") else 12) for n in names))
-    for r in results:
-        print(r["source"].ljust(w) + "".join(
-            (_fmt(n, r["metrics"][n]) if n in r["metrics"] else "-").ljust(26 if n in ("coverage", "toy") else 12) for n in names))
-    first = next(iter(results[0]["metrics"].values()))
-    print("protocol: " + ", ".join(f"{k}={v}" for k, v in first["protocol"].items()))
+    else:
+        print(format_table(results))
     return 0
 
 
-def add_cli(subparsers) -> None:
-    s = subparsers.add_parser("eval", help="FID, KID, IS, precision/recall and class coverage, with protocol")
-    s.add_argument("sources", nargs="+", help="run folders, bundled weights names or Hub repo ids")
-    s.add_argument("--metrics", default="fid,kid,pr,coverage", help=f"comma-separated from {','.join(ALL)}")
-    s.add_argument("--n", type=int, default=10_000, help="generated samples (real samples: min(n, split size))")
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    s = subparsers.add_parser(
+        "eval", help="FID, KID, IS, precision/recall and class coverage, each with its protocol",
+        description="Evaluate generators against the real data they learned. Offline by default (--extractor fmnist); "
+                    "--extractor inception gives numbers comparable with papers. Compare numbers only at equal --n.",
+    )
+    s.add_argument("sources", nargs="+", metavar="SOURCE", help="run folders, bundled weights names or Hub repo ids")
+    s.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help=f"comma-separated, from {','.join(ALL_METRICS)}")
+    s.add_argument("--n", type=int, default=DEFAULT_N, help=f"generated samples (default {DEFAULT_N}); real: min(n, split size)")
     s.add_argument("--extractor", default="fmnist", choices=["fmnist", "inception"])
-    s.add_argument("--inception-weights", help="path to torch-fidelity's Inception-v3 weights (.pth)")
+    s.add_argument("--inception-weights", metavar="PATH", help="torch-fidelity's Inception-v3 weights (.pth); or $GANHUB_INCEPTION_WEIGHTS")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--device")
-    s.add_argument("--json", action="store_true")
-    s.add_argument("--write", action="store_true", help="record the results in each run folder's config.json")
+    s.add_argument("--split", default="test", choices=["train", "test"], help="real split to compare with (default test)")
+    s.add_argument("--truncation", type=float, default=1.0, help="psi for generators with a mapping network")
+    s.add_argument("--batch-size", type=int, default=BATCH)
+    s.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    s.add_argument("--no-cache", action="store_true", help="recompute the real-data statistics")
+    s.add_argument("--json", action="store_true", help="print the results as JSON")
+    s.add_argument("--write", action="store_true", help="record the results in each (local) folder's config.json")
     s.set_defaults(func=cmd_eval)

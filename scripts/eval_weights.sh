@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Measure the bundled weights with the shipped Fashion-MNIST extractor and record the results in each
+# folder's config.json (the model cards and README table are built from them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+for v in "${@:-vanilla dcgan wgan-gp sngan stylegan-lite}"; do
+  for name in $v; do
+    ganhub eval "weights/$name" --metrics fid,kid,pr,coverage --n 5000 --seed 0 --write
+  done
+done
