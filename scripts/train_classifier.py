@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=3e-3, help="peak learning rate of the one-cycle schedule")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1, help="torch threads; results are exact for a fixed count")
+    ap.add_argument(
+        "--threads", type=int, default=1, help="torch threads; results are exact for a fixed count"
+    )
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)  # initialisation and dropout
@@ -74,7 +76,10 @@ def main(argv: list[str] | None = None) -> None:
             opt.step()
             sched.step()
         acc = (predict(model, test.images) == test.labels).float().mean().item()
-        print(f"epoch {epoch + 1}/{args.epochs}: loss {loss.item():.3f}, test accuracy {acc:.4f} ({time.time() - t0:.0f} s)", flush=True)
+        print(
+            f"epoch {epoch + 1}/{args.epochs}: loss {loss.item():.3f}, test accuracy {acc:.4f} ({time.time() - t0:.0f} s)",
+            flush=True,
+        )
 
     pred = predict(model, test.images)
     acc = (pred == test.labels).float().mean().item()
@@ -85,7 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     conf = conf / conf.sum(1, keepdim=True)
     off = conf - torch.diag(torch.diag(conf))
     worst = int(off.argmax())
-    flags = [f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out" and ap.get_default(k) != v]
+    flags = [
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k != "out" and ap.get_default(k) != v
+    ]
     command = " ".join(["python scripts/train_classifier.py --out", shlex.quote(str(args.out)), *flags])
     meta = {
         "kind": "fmnist-classifier",
@@ -95,14 +102,25 @@ def main(argv: list[str] | None = None) -> None:
         "classes": list(FMNIST_CLASSES),
         "test_accuracy": round(acc, 4),
         "per_class_test_accuracy": [round(a, 4) for a in per_class],
-        "worst_confusion": {"true": FMNIST_CLASSES[worst // 10], "predicted": FMNIST_CLASSES[worst % 10],
-                            "rate": round(float(off.flatten()[worst]), 4)},
+        "worst_confusion": {
+            "true": FMNIST_CLASSES[worst // 10],
+            "predicted": FMNIST_CLASSES[worst % 10],
+            "rate": round(float(off.flatten()[worst]), 4),
+        },
         "test_set": "Fashion-MNIST test split, 10,000 images",
-        "training": {"epochs": args.epochs, "batch_size": args.batch_size, "optimizer": "AdamW (wd 5e-4), one-cycle",
-                     "lr": args.lr, "augmentation": "horizontal flips", "seed": args.seed, "threads": args.threads,
-                     "torch": torch.__version__, "wall_seconds": round(time.time() - t0),
-                     "cpu_seconds": round(time.process_time() - cpu0),
-                     "machine": f"{platform.machine()}, {os.cpu_count()} cores"},
+        "training": {
+            "epochs": args.epochs,
+            "batch_size": args.batch_size,
+            "optimizer": "AdamW (wd 5e-4), one-cycle",
+            "lr": args.lr,
+            "augmentation": "horizontal flips",
+            "seed": args.seed,
+            "threads": args.threads,
+            "torch": torch.__version__,
+            "wall_seconds": round(time.time() - t0),
+            "cpu_seconds": round(time.process_time() - cpu0),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        },
         "parameters": sum(p.numel() for p in model.parameters()),
         "command": command,
     }
@@ -121,35 +139,35 @@ def model_card(meta: dict) -> str:
     t = meta["training"]
     return f"""# Fashion-MNIST classifier: ganhub's offline feature extractor
 
-A small CNN ({meta['parameters'] / 1e6:.2f} M parameters, three conv blocks and a {meta['architecture']['features']}-d
+A small CNN ({meta["parameters"] / 1e6:.2f} M parameters, three conv blocks and a {meta["architecture"]["features"]}-d
 embedding) that `ganhub eval --extractor fmnist` (the default) uses to judge Fashion-MNIST generators without a
 download:
 
-- its {meta['architecture']['features']}-d penultimate features are the space of FID, KID and precision/recall;
+- its {meta["architecture"]["features"]}-d penultimate features are the space of FID, KID and precision/recall;
 - its logits give the Inception Score and class coverage (classes generated, KL to the data's class histogram).
 
 These numbers compare ganhub runs with one another. They do **not** compare with papers, which use Inception-v3
 (`ganhub eval --extractor inception`).
 
-**Test accuracy: {meta['test_accuracy']:.2%}** on the {meta['test_set']}.
+**Test accuracy: {meta["test_accuracy"]:.2%}** on the {meta["test_set"]}.
 
-Input: {meta['input']}.
+Input: {meta["input"]}.
 
 | class | test accuracy |
 |---|---|
 {rows}
 
-Its most frequent confusion: {w['true']} read as {w['predicted']} ({w['rate']:.1%} of them). Class coverage
-inherits this: a generator of {w['true'].lower()}s alone is seen to produce some {w['predicted'].lower()}s.
+Its most frequent confusion: {w["true"]} read as {w["predicted"]} ({w["rate"]:.1%} of them). Class coverage
+inherits this: a generator of {w["true"].lower()}s alone is seen to produce some {w["predicted"].lower()}s.
 
 ## Reproduce
 
 ```
-{meta['command']}
+{meta["command"]}
 ```
 
-{t['epochs']} epochs, batch {t['batch_size']}, {t['optimizer']}, peak lr {t['lr']}, {t['augmentation']}, seed {t['seed']},
-{t['threads']} thread(s): {t['cpu_seconds']} CPU seconds ({t['wall_seconds']} s wall clock on {t['machine']}), torch {t['torch']}.
+{t["epochs"]} epochs, batch {t["batch_size"]}, {t["optimizer"]}, peak lr {t["lr"]}, {t["augmentation"]}, seed {t["seed"]},
+{t["threads"]} thread(s): {t["cpu_seconds"]} CPU seconds ({t["wall_seconds"]} s wall clock on {t["machine"]}), torch {t["torch"]}.
 The run is deterministic: the same seed, thread count and torch build give a bit-identical model.safetensors.
 """
 
