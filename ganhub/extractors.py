@@ -69,7 +69,12 @@ class FMNISTClassifier(nn.Module):
         w = cfg.width
 
         def block(a: int, b: int) -> list[nn.Module]:  # (B, a, H, W) -> (B, b, H/2, W/2)
-            return [nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            return [
+                nn.Conv2d(a, b, 3, padding=1, bias=False),
+                nn.BatchNorm2d(b),
+                nn.ReLU(inplace=True),
+                nn.MaxPool2d(2),
+            ]
 
         self.cfg = cfg
         self.body = nn.Sequential(*block(1, w), *block(w, 2 * w), *block(2 * w, 4 * w))  # -> (B, 4w, 4, 4)
@@ -96,9 +101,16 @@ def classifier_meta() -> dict:
             f"the Fashion-MNIST classifier is missing ({path}); restore weights/{CLASSIFIER_NAME} from the repository "
             f"or run `python scripts/train_classifier.py --out weights/{CLASSIFIER_NAME}`"
         )
-    meta = json.loads(path.read_text())
-    if not isinstance(meta.get("architecture"), dict):
-        raise ExtractorError(f"{path} has no 'architecture'; it was written by an older script: re-run its training command")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ExtractorError(
+            f"{path} is not valid JSON; restore weights/{CLASSIFIER_NAME} from the repository"
+        ) from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("architecture"), dict):
+        raise ExtractorError(
+            f"{path} has no 'architecture'; it was written by an older script: re-run its training command"
+        )
     return meta
 
 
@@ -113,10 +125,16 @@ def load_classifier(device: str | torch.device = "cpu") -> FMNISTClassifier:
     try:
         cfg = ClassifierConfig(**meta["architecture"])
     except TypeError as e:
-        raise ExtractorError(f"{classifier_dir()}/config.json: bad architecture ({e}); re-run its training command") from None
+        raise ExtractorError(
+            f"{classifier_dir()}/config.json: bad architecture ({e}); re-run its training command"
+        ) from None
     model = FMNISTClassifier(cfg)
     try:
-        load_state_strict(model, read_safetensors(classifier_dir() / "model.safetensors"), f"{classifier_dir()}/model.safetensors")
+        load_state_strict(
+            model,
+            read_safetensors(classifier_dir() / "model.safetensors"),
+            f"{classifier_dir()}/model.safetensors",
+        )
     except FolderError as e:
         raise ExtractorError(str(e)) from None
     # channels_last runs inference about 2x faster on CPU (pooling and BN on NHWC); it changes features
@@ -131,14 +149,20 @@ def classifier_input(x: torch.Tensor) -> torch.Tensor:
     uint8), so generated images of any size take the path real images took to the training set.
     """
     if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] not in (1, 3):
-        raise ExtractorError(f"the fmnist extractor expects uint8 images (B, 1|3, H, W), got {x.dtype} {tuple(x.shape)}")
+        raise ExtractorError(
+            f"the fmnist extractor expects uint8 images (B, 1|3, H, W), got {x.dtype} {tuple(x.shape)}"
+        )
     x = x.float()
     if x.shape[1] == 3:
         luma = torch.tensor([0.299, 0.587, 0.114], device=x.device)
         x = (x * luma[None, :, None, None]).sum(1, keepdim=True).round().clamp(0, 255)
     if x.shape[-2:] != (CLASSIFIER_RESOLUTION, CLASSIFIER_RESOLUTION):
         size = (CLASSIFIER_RESOLUTION, CLASSIFIER_RESOLUTION)
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True).round().clamp(0, 255)
+        x = (
+            F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+            .round()
+            .clamp(0, 255)
+        )
     return x / 127.5 - 1
 
 
@@ -214,9 +238,13 @@ def _check_state_dict(path: Path) -> None:
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ExtractorError(f"{path} is not a plain PyTorch state dict ({type(e).__name__}); use torch-fidelity's {INCEPTION_FILE}") from None
+        raise ExtractorError(
+            f"{path} is not a plain PyTorch state dict ({type(e).__name__}); use torch-fidelity's {INCEPTION_FILE}"
+        ) from None
     if not isinstance(sd, dict) or "fc.weight" not in sd or tuple(sd["fc.weight"].shape) != (1008, 2048):
-        raise ExtractorError(f"{path} does not hold torch-fidelity's Inception-v3 weights (no fc of 1008 x 2048); use {INCEPTION_FILE}")
+        raise ExtractorError(
+            f"{path} does not hold torch-fidelity's Inception-v3 weights (no fc of 1008 x 2048); use {INCEPTION_FILE}"
+        )
 
 
 def inception_weights(path: str | Path | None = None, *, download: bool = True) -> Path:
@@ -246,7 +274,9 @@ def inception_weights(path: str | Path | None = None, *, download: bool = True) 
         with redirect_stdout(sys.stderr):
             torch.hub.download_url_to_file(INCEPTION_URL, str(cached), hash_prefix=INCEPTION_SHA256_PREFIX)
     except Exception as e:  # URLError, HTTPError, a hash mismatch (RuntimeError), ...
-        raise ExtractorError(f"could not download the Inception-v3 weights ({type(e).__name__}: {e}); {how}") from None
+        raise ExtractorError(
+            f"could not download the Inception-v3 weights ({type(e).__name__}: {e}); {how}"
+        ) from None
     _check_state_dict(cached)
     return cached
 
@@ -274,7 +304,11 @@ class Extractor:
     resize: str
 
     def protocol(self, resolution: int) -> dict:
-        size = f"{resolution} px" if resolution == self.input_size else f"{resolution} px -> {self.input_size} px ({self.resize})"
+        size = (
+            f"{resolution} px"
+            if resolution == self.input_size
+            else f"{resolution} px -> {self.input_size} px ({self.resize})"
+        )
         return {"extractor": self.description, "extractor_sha256": self.digest, "image_size": size}
 
 
@@ -282,18 +316,32 @@ def get_extractor(name: str, inception_weights_path: str | Path | None = None) -
     if name == "fmnist":
         meta = classifier_meta()
         return Extractor(
-            "fmnist", FMNIST, {}, False, classifier_digest(),
+            "fmnist",
+            FMNIST,
+            {},
+            False,
+            classifier_digest(),
             f"fmnist (weights/{CLASSIFIER_NAME}: {meta['architecture']['features']}-d features, "
             f"test accuracy {meta['test_accuracy']:.2%})",
-            CLASSIFIER_RESOLUTION, "bilinear, antialiased, as ganhub.data resizes the real images",
+            CLASSIFIER_RESOLUTION,
+            "bilinear, antialiased, as ganhub.data resizes the real images",
         )
     if name == "inception":
         p = inception_weights(inception_weights_path)
         digest = file_digest(p)
-        ref = "torch-fidelity's reference weights" if digest.startswith(INCEPTION_SHA256_PREFIX) else "NOT the reference weights"
+        ref = (
+            "torch-fidelity's reference weights"
+            if digest.startswith(INCEPTION_SHA256_PREFIX)
+            else "NOT the reference weights"
+        )
         return Extractor(
-            "inception", INCEPTION, {"feature_extractor_weights_path": str(p)}, True, digest,
+            "inception",
+            INCEPTION,
+            {"feature_extractor_weights_path": str(p)},
+            True,
+            digest,
             f"inception-v3-compat (torch-fidelity; 2048-d pool3 features; {ref})",
-            299, "torch-fidelity's TF1-compatible bilinear; grey repeated to RGB",
+            299,
+            "torch-fidelity's TF1-compatible bilinear; grey repeated to RGB",
         )
     raise ExtractorError(f"unknown extractor {name!r}; use fmnist or inception")

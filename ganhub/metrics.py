@@ -58,6 +58,7 @@ MIN_N = 50  # below this, covariance and k-NN estimates are noise
 BATCH = 250  # generated images per block = torch-fidelity batch
 
 KID_SUBSETS, KID_SUBSET_SIZE, IS_SPLITS, PR_K = 100, 1000, 10, 3
+PR_BATCH = 2000  # rows of the k-NN distance blocks: ~0.3 GB peak at n = 10k instead of ~2.8 GB
 # A class counts as generated when its share of the samples is at least a quarter of its share in the data
 # (2.5% for balanced Fashion-MNIST): above the classifier's typical confusion leakage into a wrong class
 # for most class pairs (the worst pair is recorded in weights/fmnist-classifier/config.json).
@@ -120,8 +121,17 @@ class GeneratedImages(Dataset):
     (seed, block), so results do not depend on the order blocks are requested in.
     """
 
-    def __init__(self, G: nn.Module, n: int, seed: int, *, truncation: float = 1.0, block: int = BATCH,
-                 rgb: bool = False, observers: Sequence[Callable[[int, torch.Tensor], None]] = ()):
+    def __init__(
+        self,
+        G: nn.Module,
+        n: int,
+        seed: int,
+        *,
+        truncation: float = 1.0,
+        block: int = BATCH,
+        rgb: bool = False,
+        observers: Sequence[Callable[[int, torch.Tensor], None]] = (),
+    ):
         self.G, self.n, self.seed, self.truncation, self.block, self.rgb = G, n, seed, truncation, block, rgb
         self.z = latents(n, int(G.z_dim), seed)
         self.observers = list(observers)
@@ -133,8 +143,13 @@ class GeneratedImages(Dataset):
     def block_images(self, b: int) -> torch.Tensor:
         if self._cached is None or self._cached[0] != b:
             noise_seed = int(np.random.SeedSequence([self.seed, b]).generate_state(1)[0])
-            x = generate(self.G, self.z[b * self.block : (b + 1) * self.block], truncation=self.truncation,
-                         seed=noise_seed, batch_size=self.block)
+            x = generate(
+                self.G,
+                self.z[b * self.block : (b + 1) * self.block],
+                truncation=self.truncation,
+                seed=noise_seed,
+                batch_size=self.block,
+            )
             if x.dim() != 4:
                 raise MetricsError(f"the generator returned {tuple(x.shape)} instead of images (N, C, H, W)")
             u = to_uint8(x)
@@ -178,7 +193,9 @@ def predicted_counts(images: torch.Tensor, net: nn.Module, batch: int = 250) -> 
     return counts
 
 
-def class_coverage(p_gen: torch.Tensor, p_data: torch.Tensor, min_ratio: float = COVERAGE_MIN_RATIO) -> dict[str, Any]:
+def class_coverage(
+    p_gen: torch.Tensor, p_data: torch.Tensor, min_ratio: float = COVERAGE_MIN_RATIO
+) -> dict[str, Any]:
     """Classes generated (share >= min_ratio x the class's data share) and KL(p_gen || p_data) in nats.
 
     KL(gen || data) is the direction that grows when the generator over-produces a few classes (mode
@@ -189,8 +206,13 @@ def class_coverage(p_gen: torch.Tensor, p_data: torch.Tensor, min_ratio: float =
     nz = p_gen > 0
     kl = float((p_gen[nz] * (p_gen[nz] / p_data[nz].clamp_min(1e-12)).log()).sum())
     covered = p_gen >= min_ratio * p_data
-    return {"classes": int(covered.sum()), "of": len(p_gen), "kl": kl,
-            "histogram": [round(float(v), 4) for v in p_gen], "data_histogram": [round(float(v), 4) for v in p_data]}
+    return {
+        "classes": int(covered.sum()),
+        "of": len(p_gen),
+        "kl": kl,
+        "histogram": [round(float(v), 4) for v in p_gen],
+        "data_histogram": [round(float(v), 4) for v in p_data],
+    }
 
 
 def _data_class_histogram(real: ImageDataset, key: str, net: nn.Module, use_cache: bool) -> torch.Tensor:
@@ -207,8 +229,14 @@ def _data_class_histogram(real: ImageDataset, key: str, net: nn.Module, use_cach
 # 2-D toys
 
 
-def toy_metrics(points: torch.Tensor, modes: torch.Tensor, std: float, *, sigmas: float = TOY_SIGMAS,
-                min_share: float = TOY_MIN_SHARE) -> dict[str, Any]:
+def toy_metrics(
+    points: torch.Tensor,
+    modes: torch.Tensor,
+    std: float,
+    *,
+    sigmas: float = TOY_SIGMAS,
+    min_share: float = TOY_MIN_SHARE,
+) -> dict[str, Any]:
     """Modes covered and share of high-quality samples for a 2-D Gaussian mixture (points (N, 2)).
 
     A sample is high quality when within `sigmas` std of its nearest mode; a mode is covered when at least
@@ -219,27 +247,52 @@ def toy_metrics(points: torch.Tensor, modes: torch.Tensor, std: float, *, sigmas
     hq = dist <= sigmas * std
     per_mode = torch.bincount(nearest[hq], minlength=len(modes))
     covered = per_mode >= max(1.0, min_share * len(points))
-    return {"modes_covered": int(covered.sum()), "modes": len(modes), "high_quality": float(hq.float().mean()),
-            "per_mode": per_mode.tolist()}
+    return {
+        "modes_covered": int(covered.sum()),
+        "modes": len(modes),
+        "high_quality": float(hq.float().mean()),
+        "per_mode": per_mode.tolist(),
+    }
 
 
 def _evaluate_toy(G: nn.Module, dataset: str, names: list[str], run: Settings) -> dict[str, Any]:
     if dataset not in ("ring8", "grid25"):
-        raise MetricsError(f"this generator makes 2-D points but was trained on {dataset!r}; toy metrics know ring8 and grid25")
+        raise MetricsError(
+            f"this generator makes 2-D points but was trained on {dataset!r}; toy metrics know ring8 and grid25"
+        )
     gen = generate(G, latents(run.n, int(G.z_dim), run.seed), truncation=run.truncation, seed=run.seed)
     real = toy_points(dataset, n=run.n, seed=0)
-    proto = {"dataset": dataset, "n_generated": run.n, "seed": run.seed, "truncation": run.truncation, "mode_std": real.mode_std,
-             "rule": f"high quality: within {TOY_SIGMAS:g} std of the nearest mode; mode covered: >= {TOY_MIN_SHARE:.1%} of "
-                     "samples are high-quality samples of it (VEEGAN/PacGAN)"}
+    proto = {
+        "dataset": dataset,
+        "n_generated": run.n,
+        "seed": run.seed,
+        "truncation": run.truncation,
+        "mode_std": real.mode_std,
+        "rule": f"high quality: within {TOY_SIGMAS:g} std of the nearest mode; mode covered: >= {TOY_MIN_SHARE:.1%} of "
+        "samples are high-quality samples of it (VEEGAN/PacGAN)",
+    }
     tm = toy_metrics(gen, real.modes, real.mode_std)
     out = {
-        "modes_covered": {"value": tm["modes_covered"], "of": tm["modes"], "per_mode": tm["per_mode"], "protocol": proto},
+        "modes_covered": {
+            "value": tm["modes_covered"],
+            "of": tm["modes"],
+            "per_mode": tm["per_mode"],
+            "protocol": proto,
+        },
         "high_quality": {"value": tm["high_quality"], "protocol": proto},
     }
     if "pr" in names:  # in the raw 2-D space, where the paper's toy experiments live
-        pr = prc_features_to_metric(gen, real.images, prc_neighborhood=PR_K, prc_batch_size=10_000, save_cpu_ram=True, verbose=False)
-        pr_proto = {**proto, "real": f"{dataset}, {run.n} points (seed 0)", "n_real": run.n, "features": "raw 2-D points",
-                    "k": PR_K, "computed_by": f"torch-fidelity {torch_fidelity.__version__}"}
+        pr = prc_features_to_metric(
+            gen, real.images, prc_neighborhood=PR_K, prc_batch_size=PR_BATCH, save_cpu_ram=True, verbose=False
+        )
+        pr_proto = {
+            **proto,
+            "real": f"{dataset}, {run.n} points (seed 0)",
+            "n_real": run.n,
+            "features": "raw 2-D points",
+            "k": PR_K,
+            "computed_by": f"torch-fidelity {torch_fidelity.__version__}",
+        }
         out["precision"] = {"value": pr["precision"], "protocol": pr_proto}
         out["recall"] = {"value": pr["recall"], "protocol": pr_proto}
     return out
@@ -273,7 +326,9 @@ def _parse_metrics(metrics: str | Sequence[str]) -> list[str]:
     names = [m.strip().lower() for m in names if m.strip()]
     bad = [m for m in names if m not in ALL_METRICS]
     if bad or not names:
-        raise MetricsError(f"unknown metric(s) {', '.join(bad) or '(none given)'}; choose from {','.join(ALL_METRICS)}")
+        raise MetricsError(
+            f"unknown metric(s) {', '.join(bad) or '(none given)'}; choose from {','.join(ALL_METRICS)}"
+        )
     return list(dict.fromkeys(names))
 
 
@@ -314,6 +369,10 @@ def evaluate(
     out: dict[str, Any] = {"source": src, "variant": loaded.name, "step": loaded.meta.get("step")}
     if loaded.cfg.data == "points":  # image metrics do not apply to 2-D points; the toys have their own
         out["metrics"] = _evaluate_toy(loaded.G, dataset, names, run)
+        image_only = [m for m in names if m != "pr"]
+        if image_only:
+            why = "an image metric; 2-D toys report modes covered and high-quality share instead"
+            out["skipped"] = {m: why for m in image_only}
     else:
         out["metrics"], skipped = _evaluate_images(loaded, dataset, names, run, inception_weights_path)
         if skipped:
@@ -325,15 +384,18 @@ def evaluate(
     return out
 
 
-def _evaluate_images(loaded: Loaded, dataset: str, names: list[str], run: Settings,
-                     inception_weights_path: str | Path | None) -> tuple[dict[str, Any], dict[str, str]]:
+def _evaluate_images(
+    loaded: Loaded, dataset: str, names: list[str], run: Settings, inception_weights_path: str | Path | None
+) -> tuple[dict[str, Any], dict[str, str]]:
     G, cfg = loaded.G, loaded.cfg
     skipped: dict[str, str] = {}
     fidelity = [m for m in names if m != "coverage"]
     is_fmnist = dataset == "fashion-mnist"
     if run.extractor == "fmnist" and fidelity and not is_fmnist:
-        raise MetricsError(f"the fmnist extractor only judges Fashion-MNIST models and this one learned {dataset!r}; "
-                           "use --extractor inception")
+        raise MetricsError(
+            f"the fmnist extractor only judges Fashion-MNIST models and this one learned {dataset!r}; "
+            "use --extractor inception"
+        )
     want_coverage = "coverage" in names
     if want_coverage and not is_fmnist:
         why = f"class coverage needs a Fashion-MNIST model; this one learned {dataset!r}"
@@ -341,22 +403,29 @@ def _evaluate_images(loaded: Loaded, dataset: str, names: list[str], run: Settin
             raise MetricsError(why)
         skipped["coverage"], want_coverage = why, False
     if run.truncation != 1.0 and "mapping" not in capabilities(G):
-        raise MetricsError("truncation needs a generator with a mapping network (e.g. stylegan-lite); use --truncation 1")
+        raise MetricsError(
+            "truncation needs a generator with a mapping network (e.g. stylegan-lite); use --truncation 1"
+        )
     # Resolve the extractor first: a missing Inception file should fail before any real work.
     ext = get_extractor(run.extractor if fidelity else "fmnist", inception_weights_path)
     real = load_dataset(dataset, resolution=cfg.resolution, channels=cfg.channels, split=run.split)
     n_real = min(run.n, len(real))
     real_images = real.images
-    if n_real < len(real):  # a fixed subset, the same for every evaluation seed (so the cache serves them all)
-        real_images = real.images[torch.randperm(len(real), generator=torch.Generator().manual_seed(0))[:n_real]]
+    if n_real < len(real):  # a fixed subset, the same for every evaluation seed (so the cache serves all)
+        order = torch.randperm(len(real), generator=torch.Generator().manual_seed(0))
+        real_images = real.images[order[:n_real]]
 
-    tally = ClassTally(load_classifier(device_of(G) if device_of(G).type == "cuda" else "cpu")) if want_coverage else None
-    gen = GeneratedImages(G, run.n, run.seed, truncation=run.truncation, block=run.batch_size, rgb=ext.rgb,
-                          observers=[tally] if tally else [])
+    on_cuda = device_of(G).type == "cuda"
+    tally = ClassTally(load_classifier(device_of(G) if on_cuda else "cpu")) if want_coverage else None
+    observers = [tally] if tally else []
+    gen = GeneratedImages(
+        G, run.n, run.seed, truncation=run.truncation, block=run.batch_size, rgb=ext.rgb, observers=observers
+    )
     entries: dict[str, Any] = {}
     if fidelity:
         key = _real_key(dataset, run.split, cfg.resolution, cfg.channels, n_real, ext)
-        res = _fidelity(gen, RealImages(real_images, ext.rgb), fidelity, ext, key, n_real, run, cuda=device_of(G).type == "cuda")
+        real_ds = RealImages(real_images, ext.rgb)
+        res = _fidelity(gen, real_ds, fidelity, ext, key, n_real, run, cuda=on_cuda)
         proto = _protocol(ext, cfg.resolution, dataset, n_real, len(real), run)
         entries.update(_fidelity_entries(res, proto, min(KID_SUBSET_SIZE, run.n, n_real)))
     else:
@@ -369,7 +438,7 @@ def _evaluate_images(loaded: Loaded, dataset: str, names: list[str], run: Settin
         proto = {
             **_protocol(fmnist, cfg.resolution, dataset, len(real), len(real), run),
             "rule": f"a class counts when its share of the samples is >= {COVERAGE_MIN_RATIO:g} x its share in the data; "
-                    "KL(generated || data) in nats between predicted-class histograms",
+            "KL(generated || data) in nats between predicted-class histograms",
             "data_histogram": f"classifier predictions on the whole {run.split} split",
         }
         entries["coverage"] = {"value": cov, "protocol": proto}
@@ -377,8 +446,17 @@ def _evaluate_images(loaded: Loaded, dataset: str, names: list[str], run: Settin
     return entries, skipped
 
 
-def _fidelity(gen: GeneratedImages, real: RealImages, names: list[str], ext: Extractor, key: str, n_real: int,
-              run: Settings, *, cuda: bool) -> dict[str, float]:
+def _fidelity(
+    gen: GeneratedImages,
+    real: RealImages,
+    names: list[str],
+    ext: Extractor,
+    key: str,
+    n_real: int,
+    run: Settings,
+    *,
+    cuda: bool,
+) -> dict[str, float]:
     """One torch_fidelity.calculate_metrics call: a single pass over the generated samples for all metrics."""
     kwargs: dict[str, Any] = {}
     if any(m in names for m in ("fid", "kid", "pr")):
@@ -386,14 +464,28 @@ def _fidelity(gen: GeneratedImages, real: RealImages, names: list[str], ext: Ext
         kwargs.update(input2=real, input2_cache_name=key if run.cache else None)
     try:
         return torch_fidelity.calculate_metrics(
-            input1=gen, **kwargs,
-            feature_extractor=ext.fidelity_name, **ext.kwargs,
-            fid="fid" in names, kid="kid" in names, isc="is" in names, prc="pr" in names,
-            kid_subsets=KID_SUBSETS, kid_subset_size=min(KID_SUBSET_SIZE, run.n, n_real), isc_splits=IS_SPLITS,
-            prc_neighborhood=PR_K, rng_seed=run.seed, batch_size=run.batch_size, cuda=cuda,
+            input1=gen,
+            **kwargs,
+            feature_extractor=ext.fidelity_name,
+            **ext.kwargs,
+            fid="fid" in names,
+            kid="kid" in names,
+            isc="is" in names,
+            prc="pr" in names,
+            kid_subsets=KID_SUBSETS,
+            kid_subset_size=min(KID_SUBSET_SIZE, run.n, n_real),
+            isc_splits=IS_SPLITS,
+            prc_neighborhood=PR_K,
+            prc_batch_size=PR_BATCH,
+            rng_seed=run.seed,
+            batch_size=run.batch_size,
+            cuda=cuda,
             # save_cpu_ram: no DataLoader workers (GeneratedImages relies on in-order, in-process reads)
-            # and precision/recall in batches rather than one n x n distance matrix.
-            save_cpu_ram=True, cache=run.cache, cache_root=str(cache_dir() / "fidelity"), verbose=run.verbose,
+            # and precision/recall in row blocks rather than whole n x n distance matrices.
+            save_cpu_ram=True,
+            cache=run.cache,
+            cache_root=str(cache_dir() / "fidelity"),
+            verbose=run.verbose,
         )
     except GanhubError:
         raise
@@ -405,8 +497,11 @@ def _fidelity_entries(res: dict[str, float], proto: dict[str, Any], kid_size: in
     by = {"computed_by": f"torch-fidelity {torch_fidelity.__version__}"}
     table = {  # our name: (torch-fidelity's key, its std key, protocol details)
         "fid": ("frechet_inception_distance", None, {}),
-        "kid": ("kernel_inception_distance_mean", "kernel_inception_distance_std",
-                {"kid_subset_size": kid_size, "kid_subsets": KID_SUBSETS, "kernel": "polynomial, degree 3"}),
+        "kid": (
+            "kernel_inception_distance_mean",
+            "kernel_inception_distance_std",
+            {"kid_subset_size": kid_size, "kid_subsets": KID_SUBSETS, "kernel": "polynomial, degree 3"},
+        ),
         "is": ("inception_score_mean", "inception_score_std", {"is_splits": IS_SPLITS}),
         "precision": ("precision", None, {"k": PR_K}),
         "recall": ("recall", None, {"k": PR_K}),
@@ -420,10 +515,21 @@ def _fidelity_entries(res: dict[str, float], proto: dict[str, Any], kid_size: in
     return entries
 
 
-def _protocol(ext: Extractor, res: int, dataset: str, n_real: int, n_split: int, run: Settings) -> dict[str, Any]:
-    subset = "the whole split" if n_real >= n_split else f"a fixed subset of the {n_split} (permutation seed 0)"
-    return {**ext.protocol(res), "real": f"{dataset}, {run.split} split", "n_real": n_real, "real_subset": subset,
-            "n_generated": run.n, "seed": run.seed, "truncation": run.truncation}
+def _protocol(
+    ext: Extractor, res: int, dataset: str, n_real: int, n_split: int, run: Settings
+) -> dict[str, Any]:
+    subset = (
+        "the whole split" if n_real >= n_split else f"a fixed subset of the {n_split} (permutation seed 0)"
+    )
+    return {
+        **ext.protocol(res),
+        "real": f"{dataset}, {run.split} split",
+        "n_real": n_real,
+        "real_subset": subset,
+        "n_generated": run.n,
+        "seed": run.seed,
+        "truncation": run.truncation,
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -462,17 +568,41 @@ def _fmt(name: str, m: dict[str, Any]) -> str:
     return f"{v:.2f}"
 
 
-COLUMNS = {"fid": "FID", "kid": "KID", "is": "IS", "precision": "precision", "recall": "recall", "coverage": "classes",
-           "class_kl": "class KL", "modes_covered": "modes", "high_quality": "high quality"}
-DETAILS = ("computed_by", "k", "kid_subset_size", "kid_subsets", "kernel", "is_splits", "rule", "data_histogram")
+COLUMNS = {
+    "fid": "FID",
+    "kid": "KID",
+    "is": "IS",
+    "precision": "precision",
+    "recall": "recall",
+    "coverage": "classes",
+    "class_kl": "class KL",
+    "modes_covered": "modes",
+    "high_quality": "high quality",
+}
+DETAILS = (
+    "computed_by",
+    "k",
+    "kid_subset_size",
+    "kid_subsets",
+    "kernel",
+    "is_splits",
+    "rule",
+    "data_histogram",
+)
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
     """One row per source; under it the protocol all values share, then what differs between metrics."""
     cols = [c for c in COLUMNS if any(c in r["metrics"] for r in results)]
     header = ["source", *(COLUMNS[c] for c in cols), "seconds"]
-    rows = [[r["source"], *(_fmt(c, r["metrics"][c]) if c in r["metrics"] else "–" for c in cols), f"{r['seconds']:.0f}"]
-            for r in results]
+    rows = [
+        [
+            r["source"],
+            *(_fmt(c, r["metrics"][c]) if c in r["metrics"] else "–" for c in cols),
+            f"{r['seconds']:.0f}",
+        ]
+        for r in results
+    ]
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
     lines = ["  ".join(x.ljust(w) for x, w in zip(row, widths)).rstrip() for row in [header, *rows]]
 
@@ -487,7 +617,10 @@ def format_table(results: list[dict[str, Any]]) -> str:
         if rest:
             groups.setdefault(rest, {}).setdefault(name, []).append(src)
     for rest, by_metric in groups.items():
-        labels = [COLUMNS[name] + ("" if len(srcs) == len(results) else f" ({', '.join(srcs)})") for name, srcs in by_metric.items()]
+        labels = [
+            COLUMNS[name] + ("" if len(srcs) == len(results) else f" ({', '.join(srcs)})")
+            for name, srcs in by_metric.items()
+        ]
         lines.append(f"  {', '.join(labels)}: {rest}")
     notes: dict[str, str] = {}
     for _, name, m in entries:
@@ -518,14 +651,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for src in args.sources:
             targets[src] = _local_folder(src)
             if targets[src] is None:
-                raise MetricsError(f"--write records results in a local run folder; {src!r} is not one (Hub repos are read-only here)")
+                raise MetricsError(
+                    f"--write records results in a local run folder; {src!r} is not one (Hub repos are read-only here)"
+                )
     results = []
     for src in args.sources:
         if not args.json:
-            print(f"evaluating {src}: {','.join(names)} on {args.n} samples, {args.extractor} features ...", file=sys.stderr, flush=True)
-        r = evaluate(src, metrics=names, n=args.n, extractor=args.extractor, seed=args.seed, batch_size=args.batch_size,
-                     device=args.device, real_split=args.split, truncation=args.truncation,
-                     inception_weights_path=args.inception_weights, cache=not args.no_cache)
+            print(
+                f"evaluating {src} on {args.n} samples ...",
+                file=sys.stderr,
+                flush=True,
+            )
+        r = evaluate(
+            src,
+            metrics=names,
+            n=args.n,
+            extractor=args.extractor,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            device=args.device,
+            real_split=args.split,
+            truncation=args.truncation,
+            inception_weights_path=args.inception_weights,
+            cache=not args.no_cache,
+        )
         results.append(r)
         if args.write:
             write_results(targets[src], r)
@@ -538,21 +687,39 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def add_cli(subparsers: argparse._SubParsersAction) -> None:
     s = subparsers.add_parser(
-        "eval", help="FID, KID, IS, precision/recall and class coverage, each with its protocol",
+        "eval",
+        help="FID, KID, IS, precision/recall and class coverage, each with its protocol",
         description="Evaluate generators against the real data they learned. Offline by default (--extractor fmnist); "
-                    "--extractor inception gives numbers comparable with papers. Compare numbers only at equal --n.",
+        "--extractor inception gives numbers comparable with papers. Compare numbers only at equal --n.",
     )
-    s.add_argument("sources", nargs="+", metavar="SOURCE", help="run folders, bundled weights names or Hub repo ids")
-    s.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help=f"comma-separated, from {','.join(ALL_METRICS)}")
-    s.add_argument("--n", type=int, default=DEFAULT_N, help=f"generated samples (default {DEFAULT_N}); real: min(n, split size)")
+    s.add_argument(
+        "sources", nargs="+", metavar="SOURCE", help="run folders, bundled weights names or Hub repo ids"
+    )
+    s.add_argument(
+        "--metrics", default=",".join(DEFAULT_METRICS), help=f"comma-separated, from {','.join(ALL_METRICS)}"
+    )
+    s.add_argument(
+        "--n",
+        type=int,
+        default=DEFAULT_N,
+        help=f"generated samples (default {DEFAULT_N}); real: min(n, split size)",
+    )
     s.add_argument("--extractor", default="fmnist", choices=["fmnist", "inception"])
-    s.add_argument("--inception-weights", metavar="PATH", help="torch-fidelity's Inception-v3 weights (.pth); or $GANHUB_INCEPTION_WEIGHTS")
+    s.add_argument(
+        "--inception-weights",
+        metavar="PATH",
+        help="torch-fidelity's Inception-v3 weights (.pth); or $GANHUB_INCEPTION_WEIGHTS",
+    )
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--split", default="test", choices=["train", "test"], help="real split to compare with (default test)")
+    s.add_argument(
+        "--split", default="test", choices=["train", "test"], help="real split to compare with (default test)"
+    )
     s.add_argument("--truncation", type=float, default=1.0, help="psi for generators with a mapping network")
     s.add_argument("--batch-size", type=int, default=BATCH)
     s.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     s.add_argument("--no-cache", action="store_true", help="recompute the real-data statistics")
     s.add_argument("--json", action="store_true", help="print the results as JSON")
-    s.add_argument("--write", action="store_true", help="record the results in each (local) folder's config.json")
+    s.add_argument(
+        "--write", action="store_true", help="record the results in each (local) folder's config.json"
+    )
     s.set_defaults(func=cmd_eval)

@@ -48,8 +48,17 @@ def features_of(net, images: torch.Tensor) -> torch.Tensor:
 
 
 def fidelity(input1, input2, **kw):
-    return torch_fidelity.calculate_metrics(input1=input1, input2=input2, feature_extractor="ganhub-fmnist", cuda=False,
-                                            verbose=False, cache=False, save_cpu_ram=True, batch_size=500, **kw)
+    return torch_fidelity.calculate_metrics(
+        input1=input1,
+        input2=input2,
+        feature_extractor="ganhub-fmnist",
+        cuda=False,
+        verbose=False,
+        cache=False,
+        save_cpu_ram=True,
+        batch_size=500,
+        **kw,
+    )
 
 
 # --- FID against closed forms -----------------------------------------------------------------------------
@@ -71,11 +80,17 @@ def test_fid_of_two_gaussians_matches_the_closed_form():
     # from samples (what the metric sees in practice): converges to the closed form
     x = rng.normal(m1, np.sqrt(d1), size=(200_000, d))
     y = rng.normal(m2, np.sqrt(d2), size=(200_000, d))
-    est = fid_statistics_to_metric(fid_features_to_statistics(torch.from_numpy(x)), fid_features_to_statistics(torch.from_numpy(y)), False)
+    est = fid_statistics_to_metric(
+        fid_features_to_statistics(torch.from_numpy(x)),
+        fid_features_to_statistics(torch.from_numpy(y)),
+        False,
+    )
     assert est["frechet_inception_distance"] == pytest.approx(closed, rel=0.02)
 
 
-@pytest.mark.filterwarnings("ignore::scipy.linalg.LinAlgWarning")  # features that never fire make S1 S2 singular
+@pytest.mark.filterwarnings(
+    "ignore::scipy.linalg.LinAlgWarning"
+)  # features that never fire make S1 S2 singular
 def test_extractor_path_agrees_with_direct_features(fmnist_test, net):
     """calculate_metrics through the registered "ganhub-fmnist" extractor == the same formulas applied by hand
     to features taken straight from the classifier (scipy's sqrtm for FID, the paper's k-NN balls for PR)."""
@@ -98,7 +113,9 @@ def test_extractor_path_agrees_with_direct_features(fmnist_test, net):
 def test_real_vs_real_fid_is_near_zero_and_noise_is_far(fmnist_test):
     a, b = RealImages(fmnist_test.images[:1500]), RealImages(fmnist_test.images[1500:3000])
     real = fidelity(a, b, fid=True)["frechet_inception_distance"]
-    noise = torch.randint(0, 256, (1500, 1, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    noise = torch.randint(
+        0, 256, (1500, 1, 32, 32), generator=torch.Generator().manual_seed(0), dtype=torch.uint8
+    )
     far = fidelity(RealImages(noise), b, fid=True)["frechet_inception_distance"]
     assert real < 0.02 * far, (real, far)
 
@@ -125,14 +142,21 @@ def test_precision_recall_and_mode_metrics_on_toys_follow_the_papers():
     ring = toy_points("ring8", n=4000, seed=0)
     half = toy_points("ring8", n=8000, seed=1)
     gen = half.images[half.labels < 4][:4000]
-    out = prc_features_to_metric(gen, ring.images, prc_neighborhood=3, prc_batch_size=10000, save_cpu_ram=True, verbose=False)
+    out = prc_features_to_metric(
+        gen, ring.images, prc_neighborhood=3, prc_batch_size=10000, save_cpu_ram=True, verbose=False
+    )
     assert out["precision"] > 0.95 and 0.45 < out["recall"] < 0.55, out
     tm = toy_metrics(gen, ring.modes, ring.mode_std)
     assert tm["modes_covered"] == 4 and tm["high_quality"] > 0.98
 
     # the same through evaluate(), as `ganhub eval` runs it on a ring8 run folder
-    loaded = Loaded(ToyG(ring.modes[:4], ring.mode_std), None, BaseConfig(data="points", z_dim=4),
-                    {"variant": "toy", "recipe": {"dataset": "ring8"}}, Path("toy"))
+    loaded = Loaded(
+        ToyG(ring.modes[:4], ring.mode_std),
+        None,
+        BaseConfig(data="points", z_dim=4),
+        {"variant": "toy", "recipe": {"dataset": "ring8"}},
+        Path("toy"),
+    )
     m = evaluate(loaded, metrics="pr", n=4000)["metrics"]
     assert m["modes_covered"]["value"] == 4 and m["modes_covered"]["of"] == 8
     assert m["high_quality"]["value"] > 0.98
@@ -143,7 +167,9 @@ def test_toy_rules_at_their_edges():
     modes = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
     pts = torch.cat([torch.zeros(991, 2), torch.tensor([[10.0, 0.0]] * 7), torch.tensor([[0.0, 0.31]] * 2)])
     tm = toy_metrics(pts, modes, std=0.1)  # 7 of 1000 < 0.8%: mode 2 not covered; 0.31 > 3 std: low quality
-    assert tm["modes_covered"] == 1 and tm["per_mode"] == [991, 7] and tm["high_quality"] == pytest.approx(0.998)
+    assert (
+        tm["modes_covered"] == 1 and tm["per_mode"] == [991, 7] and tm["high_quality"] == pytest.approx(0.998)
+    )
 
 
 # --- class coverage ---------------------------------------------------------------------------------------
@@ -155,7 +181,9 @@ def test_class_coverage_rule_and_kl():
     cov = class_coverage(half, p_data)
     assert cov["classes"] == 5 and cov["kl"] == pytest.approx(math.log(2), abs=1e-12)
     assert class_coverage(p_data, p_data)["kl"] == 0 and class_coverage(p_data, p_data)["classes"] == 10
-    edge = torch.tensor([0.025, 0.0249] + [0.9501 / 8] * 8, dtype=torch.float64)  # threshold: 1/4 of the data share (2.5%)
+    edge = torch.tensor(
+        [0.025, 0.0249] + [0.9501 / 8] * 8, dtype=torch.float64
+    )  # threshold: 1/4 of the data share (2.5%)
     assert class_coverage(edge, p_data)["classes"] == 9
 
 
@@ -173,11 +201,19 @@ class ReplayG(nn.Module):
 
 
 def fake_loaded(G: nn.Module) -> Loaded:
-    return Loaded(G, None, BaseConfig(z_dim=G.z_dim), {"variant": "replay", "recipe": {"dataset": "fashion-mnist"}}, Path("replay"))
+    return Loaded(
+        G,
+        None,
+        BaseConfig(z_dim=G.z_dim),
+        {"variant": "replay", "recipe": {"dataset": "fashion-mnist"}},
+        Path("replay"),
+    )
 
 
 def test_a_generator_of_five_classes_covers_five_with_kl_log2(fmnist_test, net):
-    keep = torch.isin(fmnist_test.labels, torch.tensor([1, 2, 5, 7, 8]))  # trouser, pullover, sandal, sneaker, bag
+    keep = torch.isin(
+        fmnist_test.labels, torch.tensor([1, 2, 5, 7, 8])
+    )  # trouser, pullover, sandal, sneaker, bag
     pool = fmnist_test.images[keep]
     G = ReplayG(pool)
     r = evaluate(fake_loaded(G), metrics=("coverage",), n=1000)
@@ -193,9 +229,13 @@ def test_a_generator_of_five_classes_covers_five_with_kl_log2(fmnist_test, net):
     with torch.no_grad():
         p_gen = torch.bincount(net(classifier_input(imgs))[1].argmax(1), minlength=10).double() / 1000
     assert cov["histogram"] == pytest.approx(p_gen.tolist(), abs=1e-4)
-    assert cov["kl"] == pytest.approx(class_coverage(p_gen, torch.tensor(cov["data_histogram"]))["kl"], abs=2e-3)
+    assert cov["kl"] == pytest.approx(
+        class_coverage(p_gen, torch.tensor(cov["data_histogram"]))["kl"], abs=2e-3
+    )
     # and a generator of the whole test set covers all ten with KL ~ 0
-    full = evaluate(fake_loaded(ReplayG(fmnist_test.images)), metrics="coverage", n=1000)["metrics"]["coverage"]["value"]
+    full = evaluate(fake_loaded(ReplayG(fmnist_test.images)), metrics="coverage", n=1000)["metrics"][
+        "coverage"
+    ]["value"]
     assert full["classes"] == 10 and full["kl"] < 0.02
 
 
@@ -210,7 +250,9 @@ def test_shipped_classifier_is_small_accurate_and_its_accuracy_reproduces(fmnist
     assert f"{meta['test_accuracy']:.2%}" in (classifier_dir() / "README.md").read_text()
     with torch.no_grad():
         pred = torch.cat([net(classifier_input(x))[1].argmax(1) for x in fmnist_test.images.split(2000)])
-    assert (pred == fmnist_test.labels).double().mean().item() == pytest.approx(meta["test_accuracy"], abs=2e-3)
+    assert (pred == fmnist_test.labels).double().mean().item() == pytest.approx(
+        meta["test_accuracy"], abs=2e-3
+    )
 
 
 def test_generated_images_stream_the_samples_ganhub_sample_shows():
@@ -230,7 +272,9 @@ def test_offline_inception_fails_fast_with_instructions(monkeypatch, tmp_path, c
     monkeypatch.delenv("GANHUB_OFFLINE", raising=False)
     monkeypatch.setattr(extractors, "_online", lambda *a, **k: False)
     t = time.time()
-    with pytest.raises(ExtractorError, match="not available offline.*--inception-weights PATH.*GANHUB_INCEPTION_WEIGHTS"):
+    with pytest.raises(
+        ExtractorError, match="not available offline.*--inception-weights PATH.*GANHUB_INCEPTION_WEIGHTS"
+    ):
         inception_weights(None)
     assert main(["eval", "dcgan", "--extractor", "inception", "--n", "100"]) == 2
     assert "Inception-v3 weights are not available offline" in capsys.readouterr().err
@@ -252,8 +296,14 @@ def test_user_given_inception_weights_are_used_and_described(monkeypatch, tmp_pa
 
     load = tfi.FeatureExtractorInceptionV3.load_state_dict  # build an untrained net without downloading
     monkeypatch.setattr(tfi, "load_state_dict_from_url", lambda *a, **k: None)
-    monkeypatch.setattr(tfi.FeatureExtractorInceptionV3, "load_state_dict", lambda self, sd, *a, **k: sd and load(self, sd, *a, **k))
-    torch.save(tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).state_dict(), tmp_path / "mine.pth")
+    monkeypatch.setattr(
+        tfi.FeatureExtractorInceptionV3,
+        "load_state_dict",
+        lambda self, sd, *a, **k: sd and load(self, sd, *a, **k),
+    )
+    torch.save(
+        tfi.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"]).state_dict(), tmp_path / "mine.pth"
+    )
     monkeypatch.setenv("GANHUB_INCEPTION_WEIGHTS", str(tmp_path / "mine.pth"))
     ext = extractors.get_extractor("inception")
     assert ext.fidelity_name == "inception-v3-compat" and ext.rgb and ext.input_size == 299
@@ -282,15 +332,30 @@ def test_evaluate_reports_every_metric_with_its_protocol_and_caches_real_statist
     assert set(m) == {"fid", "kid", "is", "precision", "recall", "coverage", "class_kl"}
     for name, v in m.items():
         p = v["protocol"]
-        assert p["n_generated"] == 300 and p["seed"] == 0 and p["truncation"] == 1.0 and "fmnist" in p["extractor"]
-        assert p["real"] == "fashion-mnist, test split" and "32 px" in p["image_size"] and len(p["extractor_sha256"]) == 12
+        assert (
+            p["n_generated"] == 300
+            and p["seed"] == 0
+            and p["truncation"] == 1.0
+            and "fmnist" in p["extractor"]
+        )
+        assert (
+            p["real"] == "fashion-mnist, test split"
+            and "32 px" in p["image_size"]
+            and len(p["extractor_sha256"]) == 12
+        )
         assert p["n_real"] == (10_000 if name in ("coverage", "class_kl") else 300)
-        assert v["command"] == r["command"] == "ganhub eval dcgan --metrics fid,kid,is,pr,coverage --n 300 --extractor fmnist --seed 0"
+        assert (
+            v["command"]
+            == r["command"]
+            == "ganhub eval dcgan --metrics fid,kid,is,pr,coverage --n 300 --extractor fmnist --seed 0"
+        )
     assert m["kid"]["protocol"]["kid_subset_size"] == 300 and "std" in m["kid"]
     assert m["fid"]["value"] > 0 and 0 <= m["precision"]["value"] <= 1 and 1 <= m["is"]["value"] <= 10
     assert m["coverage"]["value"]["classes"] >= 8
     names = [p.name for p in (cache_dir() / "fidelity").iterdir()]
-    assert any(n.startswith("ganhub-v1-fashion-mnist-test-32px-1ch-n300-fmnist-") and "features" in n for n in names), names
+    assert any(
+        n.startswith("ganhub-v1-fashion-mnist-test-32px-1ch-n300-fmnist-") and "features" in n for n in names
+    ), names
     again = evaluate("dcgan", metrics="fid,pr", n=300)["metrics"]  # real side from the cache now
     assert again["fid"]["value"] == pytest.approx(m["fid"]["value"], rel=1e-6)
     assert again["precision"]["value"] == m["precision"]["value"]
@@ -299,14 +364,21 @@ def test_evaluate_reports_every_metric_with_its_protocol_and_caches_real_statist
 
 
 def test_cli_table_json_write_and_errors(tmp_path, capsys):
+    shipped = (classifier_dir().parent / "dcgan" / "config.json").read_bytes()
     folder = tmp_path / "run"
     shutil.copytree(classifier_dir().parent / "dcgan", folder)
-    assert main(["eval", str(folder), "dcgan", "--metrics", "fid,coverage", "--n", "200", "--write"]) == 0
+    assert main(["eval", str(folder), "dcgan", "--metrics", "fid,coverage", "--n", "200"]) == 0
     table = capsys.readouterr().out
     assert "FID" in table and "classes" in table and "protocol:" in table and "n_generated=200" in table
     assert table.count(str(folder)) == 1 and "\ndcgan " in table
+    assert main(["eval", str(folder), "--metrics", "fid,coverage", "--n", "200", "--write"]) == 0
+    capsys.readouterr()
     meta = json.loads((folder / "config.json").read_text())
-    assert meta["metrics"]["fid"]["protocol"]["n_generated"] == 200 and meta["metrics"]["coverage"]["value"]["classes"] >= 8
+    assert meta["metrics"]["fid"]["protocol"]["n_generated"] == 200
+    assert meta["metrics"]["coverage"]["value"]["classes"] >= 8
+    assert (
+        classifier_dir().parent / "dcgan" / "config.json"
+    ).read_bytes() == shipped  # only the copy changed
     assert main(["eval", "dcgan", "--metrics", "kid", "--n", "100", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["metrics"]["kid"]["protocol"]["n_generated"] == 100
