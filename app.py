@@ -20,6 +20,9 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
+# The bundled weights sit next to this file, wherever ganhub itself was installed.
+os.environ.setdefault("GANHUB_WEIGHTS_DIR", str(Path(__file__).resolve().parent / "weights"))
+
 from ganhub import registry
 from ganhub.errors import GanhubError
 from ganhub.folder import bundled, load_generator
