@@ -91,3 +91,21 @@ def test_train_streams_stops_and_resumes(client):
     assert meta["step"] == stopped_at + 3
     zipped = client.predict(run_dir, api_name="/download")
     assert zipped.endswith(".zip")
+
+
+def test_evaluate_side_by_side_with_protocol(client):
+    table, protocol = client.predict(["dcgan", "stylegan-lite"], "", ["fid", "coverage"], 200, api_name="/evaluate")
+    assert [row[0] for row in table["data"]] == ["dcgan", "stylegan-lite"]
+    assert "fid" in table["headers"] and "n_generated=200" in protocol and "fmnist" in protocol
+
+
+def test_push_and_pull_through_the_app(client, fake_hub, capsys):
+    """Locally the token comes from the token box (on Spaces, from gr.LoginButton's OAuth token)."""
+    msg = client.predict("dcgan", "tester/app-dcgan", False, fake_hub.token, api_name="/push")
+    assert msg.startswith("pushed:") and fake_hub.token not in msg
+    status, grid = client.predict("tester/app-dcgan", "", api_name="/pull")
+    assert status.startswith("pulled to") and Image.open(grid).width > 0
+    with pytest.raises(Exception, match="refused the token"):
+        client.predict("dcgan", "tester/other", False, "hf_notTheRightToken123", api_name="/push")
+    out = capsys.readouterr()
+    assert fake_hub.token not in out.out + out.err
