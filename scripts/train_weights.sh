@@ -5,7 +5,7 @@
 # 2-core CPU). Usage: scripts/train_weights.sh [variant ...]   (default: all five)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-declare -A STEPS=([vanilla]=8000 [dcgan]=5000 [wgan-gp]=2000 [sngan]=6500 [stylegan-lite]=4000)
+declare -A STEPS=([vanilla]=80000 [dcgan]=5000 [wgan-gp]=2000 [sngan]=6500 [stylegan-lite]=4000)
 run() {  # variant
   local v=$1 extra=()
   [[ -f "runs/weights-$v/checkpoint/training.safetensors" ]] && extra=(--resume)
