@@ -21,7 +21,7 @@ class Config(BaseConfig):
     d_hidden: int = 512  # width of D's hidden layers
     layers: int = 3  # hidden layers in each network
     # On Fashion-MNIST the plain MLP pair collapsed onto tops (8/10 classes, recall 0.00 at 8,000
-    # steps); BatchNorm in G and the 2014 paper's dropout in D keep all the classes in play.
+    # steps); BatchNorm in G plus the 2014 paper's dropout in D reached 9/10 and recall 0.04 (weights/vanilla).
     g_batchnorm: bool = True  # BatchNorm1d before each of G's activations
     d_dropout: float = 0.3  # dropout after each of D's hidden layers (Goodfellow et al. 2014 used it)
     label_smoothing: float = 0.0  # one-sided: D's real targets become 1 - this (Salimans et al. 2016)
