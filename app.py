@@ -25,7 +25,7 @@ os.environ.setdefault("GANHUB_WEIGHTS_DIR", str(Path(__file__).resolve().parent 
 
 from ganhub import registry
 from ganhub.errors import GanhubError
-from ganhub.folder import bundled, load_generator
+from ganhub.folder import CONFIG, bundled, load_generator, weights_dir
 from ganhub.sample import gif_bytes, interpolate, sample, style_mix, to_grid, to_pil
 from ganhub.variant import capabilities, config_to_dict
 
@@ -33,7 +33,21 @@ log = logging.getLogger("ganhub.app")
 RUNS = Path(os.environ.get("GANHUB_RUNS_DIR", "runs/app")).resolve()
 OUT = Path(tempfile.mkdtemp(prefix="ganhub-app-"))
 MAX_SAMPLES, MAX_FRAMES, MAX_STEPS = 64, 32, 20_000  # bounds per request on a free 2-vCPU Space
-DEFAULT = "dcgan" if "dcgan" in bundled() else (bundled() or [""])[0]
+
+
+def _best_bundled() -> str:
+    """The bundled model with the lowest recorded FID: what a first visitor should see."""
+
+    def fid(name: str) -> float:
+        try:
+            return float(json.loads((weights_dir() / name / CONFIG).read_text())["metrics"]["fid"]["value"])
+        except (OSError, KeyError, TypeError, ValueError):
+            return float("inf")
+
+    return min(bundled(), key=fid, default="")
+
+
+DEFAULT = _best_bundled()
 ON_SPACES = bool(os.environ.get("SPACE_ID"))
 JOBS: dict[str, dict] = {}  # session hash -> {"stop": Event, "out": Path}: one training job per session
 
@@ -76,8 +90,10 @@ def _load(source: str):
     return load_generator(source.strip())
 
 
-def _save(img, suffix: str = ".png") -> str:
-    path = OUT / f"{uuid.uuid4().hex}{suffix}"
+def _save(img, name: str) -> str:
+    """Write a download under a readable file name (one fresh folder per request, so names never clash)."""
+    path = OUT / uuid.uuid4().hex / "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    path.parent.mkdir()
     img.save(path) if hasattr(img, "save") else path.write_bytes(img)
     return str(path)
 
@@ -94,7 +110,7 @@ def do_sample(source: str, seed: float, n: float, truncation: float):
     G = _load(source).G
     psi = float(truncation) if "mapping" in capabilities(G) else 1.0
     grid = to_grid(sample(G, n, int(seed), truncation=psi))
-    return _scaled(grid, 3), _save(grid)
+    return _scaled(grid, 3), _save(grid, f"{Path(source.strip()).name}-seed{int(seed)}-n{n}.png")
 
 
 @plain
@@ -105,7 +121,8 @@ def do_interpolate(source: str, seed_a: float, seed_b: float, method: str, frame
     x = interpolate(_load(source).G, int(seed_a), int(seed_b), frames, method)
     if x.dim() != 4:
         raise gr.Error("interpolation needs an image generator")
-    return [_scaled(to_pil(f), 4) for f in x], _save(gif_bytes(x), ".gif")
+    name = f"{Path(source.strip()).name}-{method}-seed{int(seed_a)}-to-{int(seed_b)}.gif"
+    return [_scaled(to_pil(f), 4) for f in x], _save(gif_bytes(x), name)
 
 
 def _seeds(text: str) -> list[int]:

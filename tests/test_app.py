@@ -41,6 +41,7 @@ def test_plugins_lists_the_five(client):
 def test_sample_returns_an_image_of_the_right_size(client):
     shown, png = client.predict("dcgan", 0, 16, 1.0, api_name="/sample")
     grid = Image.open(png)
+    assert png.endswith("dcgan-seed0-n16.png")  # downloads are named after what they hold
     assert grid.size == (4 * 34 + 2, 4 * 34 + 2)  # 16 samples of 32 px in a 4x4 grid
     assert Image.open(shown).size == (grid.width * 3, grid.height * 3)
     again = client.predict("dcgan", 0, 16, 1.0, api_name="/sample")[1]
@@ -49,7 +50,17 @@ def test_sample_returns_an_image_of_the_right_size(client):
 
 def test_interpolate_returns_the_requested_frames(client):
     frames, gif = client.predict("dcgan", 3, 4, "slerp", 7, api_name="/interpolate")
-    assert len(frames) == 7 and Image.open(gif).format == "GIF"
+    assert len(frames) == 7 and Image.open(gif).format == "GIF" and gif.endswith("dcgan-slerp-seed3-to-4.gif")
+
+
+def test_first_visitors_see_the_best_bundled_model():
+    import json
+
+    import app
+    from ganhub.folder import bundled, weights_dir
+
+    fids = {n: json.loads((weights_dir() / n / "config.json").read_text())["metrics"]["fid"]["value"] for n in bundled()}
+    assert app.DEFAULT == min(fids, key=fids.get)
 
 
 def test_style_mix_and_its_refusal(client):

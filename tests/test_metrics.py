@@ -315,7 +315,12 @@ def test_the_network_probe_is_bounded_even_when_dns_hangs(monkeypatch):
     monkeypatch.delenv("GANHUB_OFFLINE", raising=False)
     for k in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "HF_HUB_OFFLINE"):
         monkeypatch.delenv(k, raising=False)
-    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+
+    def hanging_lookup(*args, **kwargs):  # what a stuck resolver does: block, then give up
+        time.sleep(30)
+        raise socket.gaierror("Temporary failure in name resolution")
+
+    monkeypatch.setattr(socket, "create_connection", hanging_lookup)
     t = time.time()
     assert extractors._online(timeout=0.3) is False
     assert time.time() - t < 2

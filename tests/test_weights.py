@@ -41,7 +41,7 @@ def test_weights_folder_is_complete_and_documented(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["dcgan", "stylegan-lite"])
+@pytest.mark.parametrize("name", VARIANTS)
 def test_independent_evaluation_agrees(tmp_path, name):
     n = 1000
     ours = evaluate(name, metrics="fid", n=n, seed=0)["metrics"]["fid"]["value"]
