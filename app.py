@@ -22,10 +22,13 @@ import pandas as pd
 
 # The bundled weights sit next to this file, wherever ganhub itself was installed.
 os.environ.setdefault("GANHUB_WEIGHTS_DIR", str(Path(__file__).resolve().parent / "weights"))
+# Gradio's run history keeps every call's inputs in the browser's localStorage, the Hub token box
+# included; a token must never be stored, so it is off (launch() reads this when not told otherwise).
+os.environ.setdefault("GRADIO_RUN_HISTORY", "false")
 
 from ganhub import registry
 from ganhub.errors import GanhubError
-from ganhub.folder import CONFIG, bundled, load_generator, weights_dir
+from ganhub.folder import CHECKPOINT, CONFIG, bundled, load_generator, weights_dir
 from ganhub.sample import gif_bytes, interpolate, sample, style_mix, to_grid, to_pil
 from ganhub.variant import capabilities, config_to_dict
 
@@ -159,9 +162,20 @@ def _loss_frame(out: Path) -> pd.DataFrame:
     return pd.DataFrame(long or [{"step": 0, "loss": "loss_D", "value": 0.0}])
 
 
+def _app_run(run_dir: str, what: str) -> Path:
+    """A run folder this app trained, named in the 'run folder' box. Nothing outside RUNS: the handlers are
+    a public API on a Space, and the random folder name is what keeps one visitor's run from another's."""
+    out = Path(run_dir or "").resolve()
+    if not str(run_dir or "").strip() or not out.is_relative_to(RUNS) or not (out / CHECKPOINT).is_file():
+        raise gr.Error(f"nothing to {what}: train first, or put a run folder of this app in the 'run folder' box "
+                       "(the last one is remembered in this browser)")
+    return out
+
+
 @user_errors
 def do_train(variant: str, dataset: str, upload, config_text: str, steps: float, max_images: float, resume: bool,
-             request: gr.Request):
+             run_dir: str, request: gr.Request):
+    from ganhub.folder import read_config
     from ganhub.train import train
 
     session = getattr(request, "session_hash", None) or "cli"
@@ -180,10 +194,11 @@ def do_train(variant: str, dataset: str, upload, config_text: str, steps: float,
     source = upload if dataset == "upload (zip)" else dataset
     if not source:
         raise gr.Error("upload a .zip of images first")
-    if resume and job:
-        out = job["out"]
-    elif resume:
-        raise gr.Error("nothing to resume in this session yet; start a run first")
+    if resume:  # the folder in the box: survives reloads and restarts, unlike the session
+        out = _app_run(run_dir, "resume")
+        if any(j["running"] and j["out"] == out for j in JOBS.values()):
+            raise gr.Error("that run folder is training right now (in another tab?); stop it there first")
+        variant = read_config(out)["variant"]  # the run's own variant, whatever the dropdown shows
     else:
         out = RUNS / f"{variant}-{uuid.uuid4().hex[:8]}"
         defaults = config_to_dict(registry.get(variant).make_config())
@@ -205,7 +220,7 @@ def do_train(variant: str, dataset: str, upload, config_text: str, steps: float,
             status = (f"**step {ev.step:,} / {ev.total:,}** · {ev.images_per_s:.0f} img/s · {ev.elapsed:.0f} s elapsed{eta}"
                       if ev.kind != "done" else f"**{ev.message}**")
             if ev.kind in ("preview", "checkpoint", "done", "start") or ev.step % 10 == 0:
-                yield preview, _loss_frame(out), status, str(out)
+                yield preview, _loss_frame(out), status, str(out), str(out)
     finally:
         job["running"] = False
 
@@ -215,14 +230,13 @@ def do_stop(request: gr.Request) -> str:
     if not job or not job.get("running"):
         return "no training is running in this session"
     job["stop"].set()
-    return "stopping after the current step; the checkpoint is kept and **Resume** continues it"
+    return "stopping after the current step; the checkpoint is kept: tick **resume** and press **Train** to continue it"
 
 
 @plain
 def do_download(run_dir: str):
-    if not run_dir or not Path(run_dir).is_dir():
-        raise gr.Error("no run folder yet; train first")
-    return shutil.make_archive(str(OUT / Path(run_dir).name), "zip", run_dir)
+    out = _app_run(run_dir, "download")
+    return shutil.make_archive(str(OUT / out.name), "zip", out)
 
 
 @plain
@@ -289,6 +303,8 @@ def plugins_table() -> tuple[pd.DataFrame, pd.DataFrame]:
 with gr.Blocks(title="ganhub") as demo:
     gr.Markdown("# ganhub\nEvery classic GAN as a plugin: sample the bundled models, train your own, evaluate, share on the Hub.")
     sources = bundled()
+    # outside the tabs: a component in a tab not yet shown has not read localStorage when the page loads
+    t_last = gr.BrowserState("", storage_key="ganhub-last-run")  # the last run folder trained in this browser
     with gr.Tab("Sample"):
         with gr.Row():
             s_src = gr.Dropdown(sources, value=DEFAULT, allow_custom_value=True, label="source",
@@ -330,7 +346,7 @@ with gr.Blocks(title="ganhub") as demo:
         with gr.Row():
             t_steps = gr.Number(500, label="steps (total target)", precision=0)
             t_max = gr.Number(0, label="max images (0 = all)", precision=0)
-            t_resume = gr.Checkbox(False, label="resume this session's run")
+            t_resume = gr.Checkbox(False, label="resume the run folder below")
         t_cfg = gr.Code(config_json(t_var.value), language="json", label="config (edit values; defaults shown)")
         t_var.change(config_json, t_var, t_cfg, api_name=False)
         with gr.Row():
@@ -339,10 +355,10 @@ with gr.Blocks(title="ganhub") as demo:
         with gr.Row():
             t_prev = gr.Image(label="preview (EMA generator)", type="pil")
             t_plot = gr.LinePlot(x="step", y="value", color="loss", label="losses")
-        t_dir = gr.Textbox(label="run folder", interactive=False)
+        t_dir = gr.Textbox(label="run folder", elem_id="train-run-dir", info="Resume continues this folder; the last one is remembered in this browser")
         t_zipout = gr.File(label="run folder (.zip)")
-        t_go.click(do_train, [t_var, t_data, t_zip, t_cfg, t_steps, t_max, t_resume], [t_prev, t_plot, t_status, t_dir],
-                   api_name="train", concurrency_limit=1)
+        t_go.click(do_train, [t_var, t_data, t_zip, t_cfg, t_steps, t_max, t_resume, t_dir],
+                   [t_prev, t_plot, t_status, t_dir, t_last], api_name="train", concurrency_limit=1)
         t_stop.click(do_stop, None, t_status, api_name="stop")
         t_dl.click(do_download, t_dir, t_zipout, api_name="download")
     with gr.Tab("Evaluate"):
@@ -377,6 +393,7 @@ with gr.Blocks(title="ganhub") as demo:
         pl_tab, pl_fail = gr.Dataframe(label="variants"), gr.Dataframe(label="plugins that failed to load")
         pl_btn.click(plugins_table, None, [pl_tab, pl_fail], api_name="plugins")
         demo.load(plugins_table, None, [pl_tab, pl_fail], api_name=False)
+    demo.load(lambda last: last, t_last, t_dir, api_name=False)  # a reload brings the last run back, ready to resume
 
 
 if __name__ == "__main__":

@@ -82,7 +82,7 @@ def test_train_streams_stops_and_resumes(client):
     import json
 
     cfg = json.dumps(registry.get("dcgan").test_config)
-    job = client.submit("dcgan", "fashion-mnist", None, cfg, 400, 64, False, api_name="/train")
+    job = client.submit("dcgan", "fashion-mnist", None, cfg, 400, 64, False, "", api_name="/train")
     deadline = time.time() + 120
     while len(job.outputs()) < 3 and time.time() < deadline:
         time.sleep(0.2)
@@ -96,12 +96,24 @@ def test_train_streams_stops_and_resumes(client):
     run_dir = last[3]
     stopped_at = int(last[2].split("stopped at step ")[1].split(";")[0])
     assert stopped_at < 400
-    final = client.predict("dcgan", "fashion-mnist", None, cfg, stopped_at + 3, 64, True, api_name="/train")
-    assert f"finished: {run_dir}" in final[2]
+    # resume names the folder (a reload keeps it in the browser), whatever variant the dropdown shows now
+    final = client.predict("sngan", "fashion-mnist", None, cfg, stopped_at + 3, 64, True, run_dir, api_name="/train")
+    assert f"finished: {run_dir}" in final[2] and final[3] == final[4] == run_dir
     meta = json.loads(open(f"{run_dir}/config.json").read())
     assert meta["step"] == stopped_at + 3
     zipped = client.predict(run_dir, api_name="/download")
     assert zipped.endswith(".zip")
+
+
+@pytest.mark.parametrize("folder", ["", "/", "/etc", "{runs}/../.."])
+def test_resume_and_download_touch_only_the_apps_own_runs(client, folder):
+    import app
+
+    folder = folder.format(runs=app.RUNS)
+    with pytest.raises(Exception, match="nothing to download"):
+        client.predict(folder, api_name="/download")
+    with pytest.raises(Exception, match="nothing to resume"):
+        client.predict("dcgan", "fashion-mnist", None, "{}", 10, 64, True, folder, api_name="/train")
 
 
 def test_evaluate_side_by_side_with_protocol(client):
