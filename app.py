@@ -35,7 +35,7 @@ from ganhub.variant import capabilities, config_to_dict
 log = logging.getLogger("ganhub.app")
 RUNS = Path(os.environ.get("GANHUB_RUNS_DIR", "runs/app")).resolve()
 OUT = Path(tempfile.mkdtemp(prefix="ganhub-app-"))
-MAX_SAMPLES, MAX_FRAMES, MAX_STEPS = 64, 32, 20_000  # bounds per request on a free 2-vCPU Space
+MAX_SAMPLES, MAX_FRAMES, MAX_STEPS, MAX_EVAL_SOURCES = 64, 32, 20_000, 6  # bounds per request on a free 2-vCPU Space
 
 
 def _best_bundled() -> str:
@@ -225,10 +225,14 @@ def do_train(variant: str, dataset: str, upload, config_text: str, steps: float,
         job["running"] = False
 
 
-def do_stop(request: gr.Request) -> str:
+def do_stop(run_dir: str, request: gr.Request) -> str:
+    """Stop this session's run, or (after a reload, which starts a new session) the run in the box."""
     job = JOBS.get(getattr(request, "session_hash", None) or "cli")
     if not job or not job.get("running"):
-        return "no training is running in this session"
+        shown = Path(run_dir or "").resolve() if str(run_dir or "").strip() else None
+        job = next((j for j in JOBS.values() if j["running"] and j["out"] == shown), None)
+    if not job:
+        return "no training is running in this session or in the run folder shown"
     job["stop"].set()
     return "stopping after the current step; the checkpoint is kept: tick **resume** and press **Train** to continue it"
 
@@ -240,7 +244,7 @@ def do_download(run_dir: str):
 
 
 @plain
-def do_evaluate(sources: list[str], extra: str, metrics: list[str], n: float):
+def do_evaluate(sources: list[str], extra: str, metrics: list[str], n: float, progress=gr.Progress()):
     from ganhub.metrics import evaluate
 
     chosen = list(sources or []) + [s.strip() for s in (extra or "").split(",") if s.strip()]
@@ -248,8 +252,11 @@ def do_evaluate(sources: list[str], extra: str, metrics: list[str], n: float):
         raise gr.Error("choose at least one source")
     if not metrics:
         raise gr.Error("choose at least one metric")
+    if len(chosen) > MAX_EVAL_SOURCES:
+        raise gr.Error(f"evaluate at most {MAX_EVAL_SOURCES} sources at a time; {len(chosen)} were chosen")
     rows, protocol = [], ""
-    for src in chosen[:4]:
+    for i, src in enumerate(chosen):
+        progress((i, len(chosen)), desc=f"evaluating {src} ({int(n):,} samples)")
         r = evaluate(src, metrics=tuple(metrics), n=int(n))
         row = {"source": src}
         for name, m in r["metrics"].items():
@@ -359,7 +366,7 @@ with gr.Blocks(title="ganhub") as demo:
         t_zipout = gr.File(label="run folder (.zip)")
         t_go.click(do_train, [t_var, t_data, t_zip, t_cfg, t_steps, t_max, t_resume, t_dir],
                    [t_prev, t_plot, t_status, t_dir, t_last], api_name="train", concurrency_limit=1)
-        t_stop.click(do_stop, None, t_status, api_name="stop")
+        t_stop.click(do_stop, t_dir, t_status, api_name="stop")
         t_dl.click(do_download, t_dir, t_zipout, api_name="download")
     with gr.Tab("Evaluate"):
         with gr.Row():

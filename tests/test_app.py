@@ -88,7 +88,9 @@ def test_train_streams_stops_and_resumes(client):
         time.sleep(0.2)
     assert len(job.outputs()) >= 3, "training did not stream updates"
     assert "step" in job.outputs()[-1][2]
-    assert "stopping" in client.predict(api_name="/stop")
+    other_tab = Client(client.src, verbose=False)  # a reload is a new session: it stops the run named in the box
+    assert "no training is running" in other_tab.predict("", api_name="/stop")
+    assert "stopping" in other_tab.predict(job.outputs()[-1][3], api_name="/stop")
     while not job.done() and time.time() < deadline:
         time.sleep(0.2)
     last = job.outputs()[-1]
