@@ -205,7 +205,7 @@ def do_train(variant: str, dataset: str, upload, config_text: str, steps: float,
         overrides = {k: v for k, v in overrides.items() if defaults.get(k) != v}
     stop = threading.Event()
     JOBS[session] = job = {"stop": stop, "out": out, "running": True}
-    preview, status = None, "starting…"
+    preview, status, events = None, "starting…", None
     try:
         events = train(variant, dataset=source, steps=steps, out=out, overrides=None if resume else overrides,
                        resume=resume, stop=stop, limit=int(max_images) or None, preview_every=max(1, min(50, steps // 10)),
@@ -221,7 +221,9 @@ def do_train(variant: str, dataset: str, upload, config_text: str, steps: float,
                       if ev.kind != "done" else f"**{ev.message}**")
             if ev.kind in ("preview", "checkpoint", "done", "start") or ev.step % 10 == 0:
                 yield preview, _loss_frame(out), status, str(out), str(out)
-    finally:
+    finally:  # also when the browser tab closes: closing the loop saves a checkpoint before the job is free
+        if events is not None:
+            events.close()
         job["running"] = False
 
 

@@ -16,6 +16,7 @@ import contextlib
 import copy
 import io
 import json
+import logging
 import os
 import sys
 import threading
@@ -45,6 +46,8 @@ from ganhub.folder import (
 )
 from ganhub.sample import generate, latents, to_grid
 from ganhub.variant import BaseConfig, Variant, build_models, make_config
+
+log = logging.getLogger("ganhub.train")
 
 PREVIEW_N = 64
 
@@ -444,6 +447,14 @@ def train(
         if is_main and s.step > 0 and not mid_step:
             log_file.flush()
             snapshot("checkpoint")
+        raise
+    except GeneratorExit:  # the consumer let go (a browser tab closed, a `break`): that is a stop, so save
+        if is_main and s.step > 0 and not mid_step:
+            try:
+                log_file.flush()
+                snapshot("checkpoint")
+            except OSError as e:  # e.g. the folder is gone; close() must still finish
+                log.warning("could not save a checkpoint in %s on close: %s", out, e)
         raise
     finally:
         if log_file:

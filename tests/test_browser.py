@@ -28,7 +28,7 @@ def page(tmp_path_factory):
             browser = p.chromium.launch(executable_path=CHROMIUM, args=[
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync"])
-            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            page = browser.new_context(viewport={"width": 1280, "height": 1400}).new_page()
             page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
             yield page
             browser.close()
@@ -78,3 +78,24 @@ def test_a_push_from_the_browser_stores_no_token_in_it(page, fake_hub):
     stored = page.evaluate("() => JSON.stringify([Object.entries(localStorage), Object.entries(sessionStorage)])")
     assert fake_hub.token not in stored and "tester/browser-dcgan" not in stored
     assert fake_hub.token not in page.content()
+
+
+def test_closing_the_tab_mid_training_keeps_the_work(page):
+    import json
+    import time
+
+    import app
+
+    tab = page.context.new_page()
+    tab.goto(page.url, wait_until="networkidle")
+    tab.get_by_role("tab", name="Train").click()
+    tab.get_by_label("steps (total target)").fill("5000")
+    tab.get_by_role("button", name="Train", exact=True).click()
+    tab.get_by_text("img/s").wait_for(timeout=120_000)
+    run_dir = Path(tab.locator("#train-run-dir textarea").input_value())
+    tab.close()
+    deadline = time.time() + 30
+    while any(j["running"] for j in app.JOBS.values()) and time.time() < deadline:
+        time.sleep(0.2)
+    meta = json.loads((run_dir / "config.json").read_text())
+    assert 0 < meta["step"] < 5000 and (run_dir / "checkpoint" / "training.safetensors").is_file()

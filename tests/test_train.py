@@ -83,6 +83,19 @@ def test_stop_event_keeps_a_checkpoint_and_resume_continues(tmp_path):
     assert events[-1].kind == "done" and events[-1].step == 5
 
 
+def test_letting_go_of_the_loop_is_a_stop_and_keeps_a_checkpoint(tmp_path):
+    """The app's browser tab closing closes the generator: the steps done so far are saved, not lost."""
+    events = train("dcgan", dataset="fashion-mnist", steps=50, out=tmp_path / "r", limit=LIMIT,
+                   overrides=tiny("dcgan"), checkpoint_every=100)
+    for ev in events:
+        if ev.kind == "step" and ev.step == 3:
+            break
+    assert not (tmp_path / "r" / "checkpoint" / "training.safetensors").exists()
+    events.close()
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["step"] == 3
+    assert run("dcgan", tmp_path / "r", 5, resume=True)[-1].step == 5
+
+
 def test_resume_refuses_config_changes_and_existing_folders(tmp_path):
     run("dcgan", tmp_path / "r", 2)
     with pytest.raises(FolderError, match="--resume"):
