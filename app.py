@@ -147,6 +147,15 @@ def do_style_mix(source: str, rows: str, cols: str, crossover: float):
     return _scaled(style_mix(G, _seeds(rows), _seeds(cols), int(crossover)), 3)
 
 
+def crossover_slider(source: str, current: float = 4):
+    """The crossover slider's range follows the generator: layers 1 .. num_ws - 1."""
+    try:
+        top = int(_load(source).G.num_ws) - 1
+    except (GanhubError, AttributeError, TypeError, ValueError):  # no mapping network: do_style_mix explains
+        return gr.Slider(minimum=1, maximum=9, value=current)
+    return gr.Slider(minimum=1, maximum=top, value=min(max(int(current), 1), top))
+
+
 def config_json(variant: str) -> str:
     try:
         return json.dumps(config_to_dict(registry.get(variant).make_config()), indent=2)
@@ -343,6 +352,8 @@ with gr.Blocks(title="ganhub") as demo:
                                 allow_custom_value=True, label="source")
             m_rows, m_cols = gr.Textbox("1, 2, 3", label="row seeds"), gr.Textbox("4, 5, 6", label="column seeds")
             m_x = gr.Slider(1, 9, 4, step=1, label="crossover layer")
+        m_src.change(crossover_slider, [m_src, m_x], m_x, api_name=False)
+        demo.load(crossover_slider, [m_src, m_x], m_x, api_name=False)
         m_btn = gr.Button("Mix", variant="primary")
         m_img = gr.Image(label="style mixing", type="pil")
         m_btn.click(do_style_mix, [m_src, m_rows, m_cols, m_x], m_img, api_name="style_mix")

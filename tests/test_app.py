@@ -70,6 +70,17 @@ def test_style_mix_and_its_refusal(client):
         client.predict("dcgan", "1", "2", 3, api_name="/style_mix")
 
 
+def test_the_crossover_slider_offers_only_the_generators_layers():
+    import app
+    from ganhub.folder import load_generator
+
+    top = load_generator("stylegan-lite").G.num_ws - 1
+    slider = app.crossover_slider("stylegan-lite", 9)
+    assert (slider.maximum, slider.value) == (top, top)
+    assert app.crossover_slider("stylegan-lite", 2).value == 2
+    assert app.crossover_slider("no-such-model", 3).value == 3  # Mix then says what is wrong
+
+
 def test_bad_input_is_a_sentence_not_a_traceback(client):
     with pytest.raises(Exception) as exc:
         client.predict("no-such-model", 0, 4, 1.0, api_name="/sample")
