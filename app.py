@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import shutil
 import tempfile
 import threading
@@ -181,6 +182,18 @@ def _app_run(run_dir: str, what: str) -> Path:
     return out
 
 
+def _cli_command(variant: str, dataset: str, steps: int, out: Path, overrides: dict, limit: int | None) -> str:
+    """The `ganhub train` command that reproduces an app run (recorded in config.json and the model card)."""
+    parts = ["ganhub", "train", variant, "--dataset", "<your images>.zip" if dataset == "upload (zip)" else dataset,
+             "--steps", str(steps), "--seed", "0", "--out", f"runs/{out.name}"]
+    if limit:
+        parts += ["--limit", str(limit)]
+    for key, value in overrides.items():
+        shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        parts += ["--set", f"{key}={shown}"]
+    return shlex.join(parts)
+
+
 @user_errors
 def do_train(variant: str, dataset: str, upload, config_text: str, steps: float, max_images: float, resume: bool,
              run_dir: str, request: gr.Request):
@@ -207,18 +220,24 @@ def do_train(variant: str, dataset: str, upload, config_text: str, steps: float,
         out = _app_run(run_dir, "resume")
         if any(j["running"] and j["out"] == out for j in JOBS.values()):
             raise gr.Error("that run folder is training right now (in another tab?); stop it there first")
-        variant = read_config(out)["variant"]  # the run's own variant, whatever the dropdown shows
+        meta = read_config(out)
+        variant = meta["variant"]  # the run's own variant, whatever the dropdown shows
+        command = shlex.split(meta.get("recipe", {}).get("command", ""))
+        if "--steps" in command[:-1]:  # the same run, carried to the new target: resuming is exact
+            command[command.index("--steps") + 1] = str(steps)
+        command = shlex.join(command) if command else None
     else:
         out = RUNS / f"{variant}-{uuid.uuid4().hex[:8]}"
         defaults = config_to_dict(registry.get(variant).make_config())
         overrides = {k: v for k, v in overrides.items() if defaults.get(k) != v}
+        command = _cli_command(variant, dataset, steps, out, overrides, int(max_images) or None)
     stop = threading.Event()
     JOBS[session] = job = {"stop": stop, "out": out, "running": True}
     preview, status, events = None, "starting…", None
     try:
         events = train(variant, dataset=source, steps=steps, out=out, overrides=None if resume else overrides,
                        resume=resume, stop=stop, limit=int(max_images) or None, preview_every=max(1, min(50, steps // 10)),
-                       checkpoint_every=max(1, min(200, steps // 4)), command=f"app: train {variant} on {dataset}")
+                       checkpoint_every=max(1, min(200, steps // 4)), command=command)
         for ev in events:
             if ev.image is not None:
                 preview = _scaled(ev.image, 2)

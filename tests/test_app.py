@@ -89,8 +89,14 @@ def test_bad_input_is_a_sentence_not_a_traceback(client):
         client.predict("dcgan", 0, 1000, 1.0, api_name="/sample")
 
 
-def test_train_streams_stops_and_resumes(client):
+def test_train_streams_stops_and_resumes(client, tmp_path):
     import json
+    import shlex
+
+    import torch
+    from safetensors.torch import load_file
+
+    from ganhub.cli import main
 
     cfg = json.dumps(registry.get("dcgan").test_config)
     job = client.submit("dcgan", "fashion-mnist", None, cfg, 400, 64, False, "", api_name="/train")
@@ -114,6 +120,14 @@ def test_train_streams_stops_and_resumes(client):
     assert f"finished: {run_dir}" in final[2] and final[3] == final[4] == run_dir
     meta = json.loads(open(f"{run_dir}/config.json").read())
     assert meta["step"] == stopped_at + 3
+    # the recorded command is the CLI equivalent of the app run (stopped and resumed), and reproduces it exactly
+    argv = shlex.split(meta["recipe"]["command"])
+    assert argv[:9] == ["ganhub", "train", "dcgan", "--dataset", "fashion-mnist", "--steps", str(stopped_at + 3), "--seed", "0"]
+    assert "--limit" in argv and "--set" in argv
+    argv[argv.index("--out") + 1] = str(tmp_path / "cli")
+    assert main([*argv[1:], "--quiet"]) == 0
+    ours, theirs = load_file(f"{run_dir}/model.safetensors"), load_file(tmp_path / "cli" / "model.safetensors")
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     zipped = client.predict(run_dir, api_name="/download")
     assert zipped.endswith(".zip")
 
