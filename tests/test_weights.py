@@ -32,7 +32,7 @@ def test_weights_folder_is_complete_and_documented(name):
     for key in ("fid", "kid", "precision", "recall", "coverage"):
         assert key in meta["metrics"], f"{name}: no recorded {key}"
         assert meta["metrics"][key]["command"].startswith(f"ganhub eval weights/{name} ")
-    assert meta["metrics"]["coverage"]["value"]["classes"] >= 8, f"{name} misses Fashion-MNIST classes"  # README lists each
+    assert meta["metrics"]["coverage"]["value"]["classes"] == 10, f"{name} misses Fashion-MNIST classes"
     card = (folder / "README.md").read_text()
     assert "library_name: ganhub" in card and recipe["command"] in card and "samples.png" in card
     with torch.no_grad():
