@@ -273,7 +273,8 @@ def train(
     """Train `variant` on `dataset` up to `steps` G updates, writing the run folder `out`. Yields Events.
 
     `steps` is the total target of the run folder: with `resume=True` an existing folder continues up
-    to it. `stop.set()` ends the run after the current step with a checkpoint. Raises GanhubError
+    to it. `stop.set()` ends the run after the current step with a checkpoint; so does closing this
+    generator early (a browser tab closing in the app, a `break` that drops it). Raises GanhubError
     subclasses for bad input and TrainingDiverged for NaN/inf losses (the last checkpoint is kept).
     """
     out = Path(out)
