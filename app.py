@@ -29,7 +29,7 @@ os.environ.setdefault("GRADIO_RUN_HISTORY", "false")
 
 from ganhub import registry
 from ganhub.errors import GanhubError
-from ganhub.folder import CHECKPOINT, CONFIG, bundled, load_generator, weights_dir
+from ganhub.folder import CHECKPOINT, CONFIG, bundled, load_generator, read_config, weights_dir
 from ganhub.sample import gif_bytes, interpolate, sample, style_mix, to_grid, to_pil
 from ganhub.variant import capabilities, config_to_dict
 
@@ -197,7 +197,6 @@ def _cli_command(variant: str, dataset: str, steps: int, out: Path, overrides: d
 @user_errors
 def do_train(variant: str, dataset: str, upload, config_text: str, steps: float, max_images: float, resume: bool,
              run_dir: str, request: gr.Request):
-    from ganhub.folder import read_config
     from ganhub.train import train
 
     session = getattr(request, "session_hash", None) or "cli"

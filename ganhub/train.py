@@ -444,18 +444,13 @@ def train(
                 return
         if is_main:
             yield Event("done", s.step, steps, elapsed=elapsed_before + time.time() - t0, message=f"finished: {out}")
-    except KeyboardInterrupt:  # Ctrl-C: save where we are unless the step was cut in half
-        if is_main and s.step > 0 and not mid_step:
-            log_file.flush()
-            snapshot("checkpoint")
-        raise
-    except GeneratorExit:  # the consumer let go (a browser tab closed, a `break`): that is a stop, so save
-        if is_main and s.step > 0 and not mid_step:
+    except (KeyboardInterrupt, GeneratorExit):  # Ctrl-C, or the consumer let go (a tab closed, a `break`):
+        if is_main and s.step > 0 and not mid_step:  # a stop, so save unless the step was cut in half
             try:
                 log_file.flush()
                 snapshot("checkpoint")
-            except OSError as e:  # e.g. the folder is gone; close() must still finish
-                log.warning("could not save a checkpoint in %s on close: %s", out, e)
+            except OSError as e:  # e.g. the folder is gone; the interruption itself must still propagate
+                log.warning("could not save a checkpoint in %s on interruption: %s", out, e)
         raise
     finally:
         if log_file:
