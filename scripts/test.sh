@@ -13,7 +13,10 @@ export PYTHON="$PWD/$VENV/bin/python"
 scripts/install.sh --test
 echo "==> deptry: every imported distribution is declared in pyproject.toml (tests' in the test extra)"
 $PYTHON -m deptry .
-for d in plugins/*/ examples/*/; do [[ -f "$d/pyproject.toml" ]] && (cd "$d" && $PYTHON -m deptry . >/dev/null) || { [[ -f "$d/pyproject.toml" ]] && { echo "deptry failed in $d"; (cd "$d" && $PYTHON -m deptry .); exit 1; }; }; done
+for d in plugins/*/ examples/*/; do  # each plugin is its own distribution with its own declared deps
+  [[ -f "$d/pyproject.toml" ]] || continue
+  (cd "$d" && $PYTHON -m deptry . >/dev/null) || { (cd "$d" && $PYTHON -m deptry .); exit 1; }
+done
 echo "==> ruff"
 $PYTHON -m ruff check ganhub plugins tests app.py benchmarks scripts $(ls -d examples 2>/dev/null || true)
 echo "==> pytest"
