@@ -29,8 +29,9 @@ os.environ.setdefault("GRADIO_RUN_HISTORY", "false")
 
 from ganhub import registry
 from ganhub.errors import GanhubError
-from ganhub.folder import CHECKPOINT, CONFIG, bundled, load_generator, read_config, weights_dir
+from ganhub.run import CHECKPOINT, CONFIG, read_config
 from ganhub.sample import gif_bytes, interpolate, sample, style_mix, to_grid, to_pil
+from ganhub.source import bundled, load_generator, weights_dir
 from ganhub.variant import capabilities, config_to_dict
 
 log = logging.getLogger("ganhub.app")
@@ -302,8 +303,8 @@ def _hub_token(token_box: str, oauth_token: gr.OAuthToken | None) -> str | None:
 
 @plain
 def do_push(source: str, repo_id: str, private: bool, token_box: str, oauth_token: gr.OAuthToken | None = None):
-    from ganhub.folder import resolve
     from ganhub.hub import push
+    from ganhub.source import resolve
 
     folder = resolve(source.strip())
     return f"pushed: {push(folder, repo_id.strip(), private=private, token=_hub_token(token_box, oauth_token))}"

@@ -83,8 +83,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from ganhub.folder import load_generator
     from ganhub.sample import sample, save_images
+    from ganhub.source import load_generator
 
     if args.n < 1:
         raise ConfigError(f"--n must be at least 1, got {args.n}")

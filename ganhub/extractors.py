@@ -32,7 +32,8 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from ganhub.errors import FolderError, GanhubError
-from ganhub.folder import load_state_strict, read_safetensors, weights_dir
+from ganhub.run import load_state_strict, read_safetensors
+from ganhub.source import weights_dir
 
 CLASSIFIER_NAME = "fmnist-classifier"  # folder under weights/
 CLASSIFIER_RESOLUTION = 32

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ganhub.errors import GanhubError
-from ganhub.folder import CONFIG, MODEL, SAMPLES, read_config
+from ganhub.run import CONFIG, MODEL, SAMPLES, read_config
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+(@[\w./-]+)?$")
 HUB_DATASETS = {"fashion-mnist": "zalando-datasets/fashion_mnist", "mnist": "ylecun/mnist", "cifar10": "uoft-cs/cifar10"}
@@ -132,7 +132,7 @@ def write_model_card(folder: str | Path) -> Path:
         lines += ["![samples](samples.png)", "", f"Samples at step {meta.get('step')} (fixed latents, EMA generator).", ""]
     lines += ["## Use", "", "```bash", "pip install ganhub " + meta.get("plugin", {}).get("package", ""),
               "ganhub sample <user>/<repo> --n 64 --seed 0 --out grid.png", "```", "",
-              "```python", "from ganhub.folder import load_generator", "from ganhub.sample import sample, to_grid",
+              "```python", "from ganhub.source import load_generator", "from ganhub.sample import sample, to_grid",
               "G = load_generator('<user>/<repo>').G", "to_grid(sample(G, 64, seed=0)).save('grid.png')", "```", "",
               "## Training recipe", "",
               f"- dataset: {recipe.get('dataset')}", f"- steps: {recipe.get('steps')} (G updates; batch size {recipe.get('batch_size')})",

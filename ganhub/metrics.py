@@ -47,8 +47,9 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 from ganhub.data import ImageDataset, cache_dir, load_dataset, toy_points
 from ganhub.errors import GanhubError
 from ganhub.extractors import Extractor, classifier_input, get_extractor, load_classifier
-from ganhub.folder import CONFIG, Loaded, atomic_write_json, bundled, load_generator, weights_dir
+from ganhub.run import CONFIG, atomic_write_json
 from ganhub.sample import generate, latents, to_uint8
+from ganhub.source import Loaded, bundled, load_generator, weights_dir
 from ganhub.variant import capabilities
 
 ALL_METRICS = ("fid", "kid", "is", "pr", "coverage")

@@ -32,8 +32,9 @@ from torch import nn
 
 from ganhub import registry
 from ganhub.data import ImageDataset, load_dataset
+from ganhub.device import pick_device
 from ganhub.errors import ConfigError, DatasetError, FolderError, TrainingDiverged
-from ganhub.folder import (
+from ganhub.run import (
     CHECKPOINT,
     MODEL,
     SAMPLES,
@@ -63,25 +64,6 @@ class Event:
     eta: float | None = None
     image: Image.Image | None = None
     message: str | None = None
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """cuda, then mps, then cpu; an explicit choice is checked rather than silently replaced."""
-    if device in (None, "", "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available here; use --device cpu or auto")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError(f"device {device!r} requested but MPS is not available here; use --device cpu or auto")
-    return dev
 
 
 # ---------------------------------------------------------------- checkpoint (de)serialisation

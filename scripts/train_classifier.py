@@ -25,7 +25,7 @@ from safetensors.torch import save
 
 from ganhub.data import FMNIST_CLASSES, load_dataset
 from ganhub.extractors import CLASSIFIER_RESOLUTION, ClassifierConfig, FMNISTClassifier
-from ganhub.folder import atomic_write, atomic_write_json
+from ganhub.run import atomic_write, atomic_write_json
 
 
 @torch.no_grad()

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from ganhub.folder import load_generator
 from ganhub.sample import sample
+from ganhub.source import load_generator
 
 ROOT = Path(__file__).resolve().parent.parent / "weights"
 ORDER = ["vanilla", "dcgan", "wgan-gp", "sngan", "stylegan-lite"]

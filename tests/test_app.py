@@ -57,7 +57,7 @@ def test_first_visitors_see_the_best_bundled_model():
     import json
 
     import app
-    from ganhub.folder import bundled, weights_dir
+    from ganhub.source import bundled, weights_dir
 
     fids = {n: json.loads((weights_dir() / n / "config.json").read_text())["metrics"]["fid"]["value"] for n in bundled()}
     assert app.DEFAULT == min(fids, key=fids.get)
@@ -72,7 +72,7 @@ def test_style_mix_and_its_refusal(client):
 
 def test_the_crossover_slider_offers_only_the_generators_layers():
     import app
-    from ganhub.folder import load_generator
+    from ganhub.source import load_generator
 
     top = load_generator("stylegan-lite").G.num_ws - 1
     slider = app.crossover_slider("stylegan-lite", 9)

@@ -6,8 +6,9 @@ from safetensors.torch import load_file, save_file
 
 from ganhub import registry
 from ganhub.errors import FolderError
-from ganhub.folder import bundled, load_generator, save_generator
+from ganhub.run import save_generator
 from ganhub.sample import sample
+from ganhub.source import bundled, load_generator
 from ganhub.testing import tiny_config
 from ganhub.variant import build_models
 

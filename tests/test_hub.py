@@ -6,8 +6,9 @@ import torch
 
 from ganhub import registry
 from ganhub.cli import main
-from ganhub.folder import load_generator, save_generator
+from ganhub.run import save_generator
 from ganhub.sample import sample, to_grid
+from ganhub.source import load_generator
 from ganhub.testing import tiny_config
 from ganhub.variant import build_models
 

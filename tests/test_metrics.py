@@ -26,9 +26,9 @@ from ganhub.extractors import (
     inception_weights,
     load_classifier,
 )
-from ganhub.folder import Loaded, load_generator
 from ganhub.metrics import GeneratedImages, RealImages, class_coverage, evaluate, toy_metrics
 from ganhub.sample import sample, to_uint8
+from ganhub.source import Loaded, load_generator
 from ganhub.variant import BaseConfig
 
 

@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 
 from ganhub import registry
 from ganhub.errors import ConfigError, FolderError, TrainingDiverged
-from ganhub.folder import CHECKPOINT, load_generator
+from ganhub.run import CHECKPOINT
 from ganhub.sample import sample
+from ganhub.source import load_generator
 from ganhub.train import _load_checkpoint, _State, train
 
 LIMIT = 64  # a small slice of Fashion-MNIST keeps every run to seconds
@@ -127,7 +128,7 @@ def test_divergence_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path)
 def test_a_crash_mid_save_leaves_the_previous_state_loadable(tmp_path, monkeypatch):
     run("dcgan", tmp_path / "r", 2)
     before = {p.name: p.read_bytes() for p in (tmp_path / "r").glob("*.safetensors")}
-    import ganhub.folder as folder
+    import ganhub.run as folder
 
     real_replace, calls = os.replace, []
 

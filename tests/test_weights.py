@@ -9,8 +9,8 @@ import torch_fidelity
 
 from ganhub.cli import main
 from ganhub.data import load_dataset
-from ganhub.folder import bundled, load_generator, weights_dir
 from ganhub.metrics import RealImages, evaluate
+from ganhub.source import bundled, load_generator, weights_dir
 
 VARIANTS = ["vanilla", "dcgan", "wgan-gp", "sngan", "stylegan-lite"]
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,7 @@ from torch import nn
 
 from ganhub import registry
 from ganhub.errors import ConfigError, FolderError, UnknownVariant
-from ganhub.variant import BaseConfig, Variant, build_models, config_to_dict, make_config
+from ganhub.variant import BaseConfig, Variant, config_to_dict, make_config
 
 FORMAT = 1
 CONFIG, MODEL, SAMPLES, CHECKPOINT = "config.json", "model.safetensors", "samples.png", "checkpoint/training.safetensors"
@@ -153,69 +152,3 @@ def save_generator(
     atomic_write(folder / MODEL, state_bytes(G, {"format": "pt", "ganhub_variant": variant.name, "step": str(step)}))
     atomic_write_json(folder / CONFIG, make_meta(variant, cfg, recipe, step, old_metrics))
     return folder
-
-
-@dataclass
-class Loaded:
-    G: nn.Module
-    variant: Variant
-    cfg: BaseConfig
-    meta: dict[str, Any]
-    path: Path
-
-    @property
-    def name(self) -> str:
-        return self.meta.get("variant", "?")
-
-
-def weights_dir() -> Path:
-    """The bundled weights/ folder (next to the package in a checkout), or $GANHUB_WEIGHTS_DIR."""
-    return Path(os.environ.get("GANHUB_WEIGHTS_DIR", Path(__file__).resolve().parent.parent / "weights"))
-
-
-def bundled() -> list[str]:
-    """Names of the bundled weights entries (folders holding a config.json)."""
-    root = weights_dir()
-    if not root.is_dir():
-        return []
-    names = []
-    for p in sorted(root.iterdir()):
-        try:
-            if "variant" in json.loads((p / CONFIG).read_text()):  # skips e.g. the fmnist classifier
-                names.append(p.name)
-        except (OSError, json.JSONDecodeError):
-            continue
-    return names
-
-
-def resolve(source: str | Path) -> Path:
-    """A folder path, a bundled weights name or a Hub repo id (`user/repo[@revision]`) -> a local folder."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return path
-    if str(source) in bundled():
-        return weights_dir() / str(source)
-    try:
-        from ganhub.hub import resolve_source
-    except ImportError:
-        resolve_source = None
-    if resolve_source is None or str(source).count("/") != 1 or str(source).startswith((".", "/")):
-        names = ", ".join(bundled()) or "none"
-        raise FolderError(f"{source!r} is not a run folder, a bundled weights name ({names}) or a Hub repo id user/repo")
-    return Path(resolve_source(str(source)))
-
-
-def load_generator(source: str | Path, device: str | torch.device | None = None) -> Loaded:
-    """Load the EMA generator of a folder / weights name / Hub repo, in eval mode on `device`."""
-    folder = resolve(source)
-    meta = read_config(folder)
-    variant = variant_for(meta, folder)
-    cfg = config_from_meta(variant, meta, folder)
-    if not (folder / MODEL).is_file():
-        raise FolderError(f"{folder} has no {MODEL}; train it first or pull it again")
-    G, _ = build_models(variant, cfg)
-    load_state_strict(G, read_safetensors(folder / MODEL), f"{folder / MODEL}")
-    from ganhub.train import pick_device
-
-    G = G.to(pick_device(device)).eval().requires_grad_(False)
-    return Loaded(G, variant, cfg, meta, folder)

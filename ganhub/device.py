@@ -1,0 +1,28 @@
+"""Which torch device to run on: one rule for the trainer, the sampler and the app."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ganhub.errors import ConfigError
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """cuda, then mps, then cpu; an explicit choice is checked rather than silently replaced."""
+    if device in (None, "", "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available here; use --device cpu or auto")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"device {device!r} requested but MPS is not available here; use --device cpu or auto")
+    return dev
