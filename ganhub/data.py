@@ -1,8 +1,15 @@
-"""Datasets -> uint8 tensors (N, C, H, W) at the model's resolution; `batch()` gives floats in [-1, 1].
+"""Datasets -> uint8 tensors (N, C, H, W) at the model's resolution, with their class labels if any;
+`batch(idx, device)` gives (floats in [-1, 1], labels (B,) int64 or None).
 
-Built-in names: fashion-mnist, mnist, cifar10 (images) and ring8, grid25 (2-D toy mixtures). Anything
-else is a folder of images or a .zip of images. Zips are read in memory, never extracted, and refused
-outright when hostile (escaping paths, symlinks, absurd sizes, decompression bombs).
+Built-in names: fashion-mnist, mnist, cifar10 (images, 10 classes each) and ring8, grid25 (2-D toy
+mixtures; the label is the mode). Anything else is a folder of images or a .zip of images:
+  - one subfolder per class (`root/cat/*.png`, `root/dog/*.png`) -> labelled; class ids follow the sorted
+    subfolder names, like torchvision's ImageFolder. A single wrapping folder (a zip of `root/`) is looked
+    through.
+  - images directly in the folder (or some at the top and some in subfolders) -> unlabelled.
+Files without an image extension are ignored; unreadable images are skipped and counted (`skipped`);
+images of any size are centre-cropped to a square and resized. Zips are read in memory, never extracted,
+and refused outright when hostile (escaping paths, symlinks, too many members, absurd sizes, bombs).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ MAX_ZIP_MEMBERS = 200_000
 MAX_ZIP_TOTAL_BYTES = 4 * 2**30  # sum of uncompressed sizes
 MAX_ZIP_RATIO = 200  # uncompressed / compressed for one member; real images compress far less
 MAX_IMAGE_PIXELS = 64 * 2**20  # PIL's bomb guard, lowered from 89M pixels: we never need more than 4096^2
+MAX_FOLDER_FILES = MAX_ZIP_MEMBERS  # image files in a folder (without --limit): N x C x R x R bytes in RAM
+MAX_FILE_BYTES = 256 * 2**20  # one image file; anything larger is skipped (counted) rather than read
 
 
 def cache_dir() -> Path:
@@ -43,19 +52,55 @@ def cache_dir() -> Path:
 class ImageDataset:
     name: str
     images: torch.Tensor  # uint8 (N, C, H, W) for images; float32 (N, 2) for points
-    labels: torch.Tensor | None = None
+    labels: torch.Tensor | None = None  # int64 (N,) in [0, num_classes), or None when unlabelled
     kind: str = "image"  # "image" or "points"
     skipped: int = 0  # unreadable files skipped while loading a folder or zip
-    classes: tuple[str, ...] | None = None
+    class_names: tuple[str, ...] = ()  # class id -> name; () when unlabelled
     modes: torch.Tensor | None = field(default=None, repr=False)  # toy mixtures: centres (M, 2)
     mode_std: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.labels is None:
+            self.class_names = ()
+            return
+        self.labels = self.labels.long()
+        if self.labels.shape != (len(self.images),):
+            raise ValueError(f"labels {tuple(self.labels.shape)} do not match {len(self.images)} images")
+        if len(self.labels) and not self.class_names:
+            self.class_names = tuple(str(i) for i in range(int(self.labels.max()) + 1))
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def batch(self, idx: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    @property
+    def num_classes(self) -> int:
+        """0 when unlabelled (the convention of BaseConfig.num_classes)."""
+        return len(self.class_names) if self.labels is not None else 0
+
+    def batch(
+        self, idx: torch.Tensor, device: torch.device | str = "cpu"
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx (B,) -> (images (B, C, H, W) float32 in [-1, 1] (points: (B, 2)), labels (B,) int64 | None)."""
         x = self.images[idx].to(device, non_blocking=True)
-        return x if self.kind == "points" else x.float().div_(127.5).sub_(1.0)
+        if self.kind != "points":
+            x = x.float().div_(127.5).sub_(1.0)
+        y = None if self.labels is None else self.labels[idx].to(device, non_blocking=True)
+        return x, y
+
+
+def check_classes(ds: ImageDataset, num_classes: int) -> None:
+    """Refuse a conditional config whose dataset has no labels or fewer classes than asked for."""
+    if num_classes <= 0:
+        return
+    if ds.labels is None:
+        raise DatasetError(
+            f"num_classes={num_classes} needs labelled data and {ds.name} has none; "
+            "use one subfolder per class, a built-in dataset, or num_classes=0"
+        )
+    if ds.num_classes != num_classes:
+        raise DatasetError(
+            f"num_classes={num_classes} but {ds.name} has {ds.num_classes} classes; set num_classes={ds.num_classes}"
+        )
 
 
 def to_uint8_images(x: torch.Tensor, resolution: int, channels: int) -> torch.Tensor:
@@ -124,7 +169,8 @@ def toy_points(name: str, n: int = 50_000, seed: int = 0) -> ImageDataset:
     gen = torch.Generator().manual_seed(seed)
     which = torch.randint(len(modes), (n,), generator=gen)
     points = modes[which] + std * torch.randn(n, 2, generator=gen)
-    return ImageDataset(name, points.float(), which, kind="points", modes=modes.float(), mode_std=std)
+    names = tuple(f"mode {i}" for i in range(len(modes)))
+    return ImageDataset(name, points.float(), which, kind="points", class_names=names, modes=modes.float(), mode_std=std)
 
 
 def _decode(data: bytes, channels: int) -> torch.Tensor | None:
@@ -151,26 +197,66 @@ def _decode(data: bytes, channels: int) -> torch.Tensor | None:
     return torch.from_numpy(arr.copy()).reshape(arr.shape[0], arr.shape[1], -1).permute(2, 0, 1)
 
 
-def _load_files(blobs, name: str, resolution: int, channels: int, limit: int | None) -> ImageDataset:
+def class_layout(paths: list[str]) -> tuple[list[int] | None, tuple[str, ...]]:
+    """Relative paths ("a/b.png") -> (class id per path, class names), or (None, ()) when unlabelled.
+
+    Labelled when every image sits in a subfolder and there are at least two of them, after looking
+    through a single folder that wraps everything (a zip of `root/`). The class is the first folder
+    level below that; deeper folders belong to their top-level class, as in torchvision's ImageFolder.
+    """
+    parts = [[p for p in path.replace("\\", "/").split("/") if p] for path in paths]
+    depth = 0
+    while parts and all(len(p) > depth + 1 for p in parts) and len({p[depth] for p in parts}) == 1:
+        depth += 1  # a wrapping folder shared by everything
+    if not parts or any(len(p) <= depth + 1 for p in parts):
+        return None, ()  # some images at the top: a flat folder
+    names = tuple(sorted({p[depth] for p in parts}))
+    index = {n: i for i, n in enumerate(names)}
+    return [index[p[depth]] for p in parts], names
+
+
+def _load_files(
+    paths: list[str], read, name: str, resolution: int, channels: int, limit: int | None
+) -> ImageDataset:
+    """Decode `read(path)` for each path (bytes, or None when too large), labelled by `class_layout`."""
     from PIL import Image
 
-    images, skipped = [], 0
-    for label, data in blobs:
+    ids, class_names = class_layout(paths)
+    order = list(range(len(paths)))
+    if limit and ids is not None:  # a limited labelled set takes every class in turn, not the first few
+        rank: dict[int, int] = {}
+        per_class: dict[int, int] = {}
+        for i in order:
+            rank[i] = per_class.get(ids[i], 0)
+            per_class[ids[i]] = rank[i] + 1
+        order.sort(key=lambda i: (rank[i], ids[i]))
+    images, labels, skipped = [], [], 0
+    for i in order:
+        data = read(paths[i])
         try:
-            img = _decode(data, channels)
+            img = None if data is None else _decode(data, channels)
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
             raise DatasetError(
-                f"{name}: {label} is a decompression bomb (more than {MAX_IMAGE_PIXELS:,} pixels); remove it and retry"
+                f"{name}: {paths[i]} is a decompression bomb (more than {MAX_IMAGE_PIXELS:,} pixels); remove it and retry"
             ) from None
         if img is None:
             skipped += 1
             continue
         images.append(to_uint8_images(img[None], resolution, channels)[0])
+        labels.append(-1 if ids is None else ids[i])
         if limit and len(images) >= limit:
             break
     if not images:
         raise DatasetError(f"{name}: no readable images found ({skipped} files skipped); use PNG or JPEG files")
-    return ImageDataset(name, torch.stack(images), None, skipped=skipped)
+    if ids is None:
+        return ImageDataset(name, torch.stack(images), None, skipped=skipped)
+    y = torch.tensor(labels, dtype=torch.int64)
+    empty = [class_names[c] for c in range(len(class_names)) if not (y == c).any()]
+    if empty and not limit:
+        raise DatasetError(
+            f"{name}: class folder {empty[0]!r} has no readable images; add images to it or remove it"
+        )
+    return ImageDataset(name, torch.stack(images), y, skipped=skipped, class_names=class_names)
 
 
 def check_zip(zf: zipfile.ZipFile, name: str) -> list[zipfile.ZipInfo]:
@@ -193,18 +279,43 @@ def check_zip(zf: zipfile.ZipFile, name: str) -> list[zipfile.ZipInfo]:
     return [i for i in infos if not i.is_dir() and Path(i.filename).suffix.lower() in IMAGE_EXTS and "__MACOSX" not in i.filename]
 
 
-def _zip_blobs(zf: zipfile.ZipFile, members: list[zipfile.ZipInfo]):
-    for info in sorted(members, key=lambda i: i.filename):
+def _zip_reader(zf: zipfile.ZipFile, members: list[zipfile.ZipInfo]):
+    by_name = {info.filename: info for info in members}
+
+    def read(name: str) -> bytes | None:
+        info = by_name[name]
+        if info.file_size > MAX_FILE_BYTES:
+            return None
         with zf.open(info) as f:
             data = f.read(info.file_size + 1)  # never trust the header beyond its declared size
         if len(data) > info.file_size:
             raise DatasetError(f"member {info.filename!r} is larger than its header says; refusing this zip")
-        yield info.filename, data
+        return data
+
+    return read
+
+
+def _read_file(root: Path):
+    def read(name: str) -> bytes | None:
+        path = root / name
+        try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                return None
+            return path.read_bytes()
+        except OSError:  # unreadable (permissions, vanished, a dangling link): skipped and counted
+            return None
+
+    return read
 
 
 def load_dataset(
     name_or_path: str, *, resolution: int = 32, channels: int = 1, split: str = "train", limit: int | None = None
 ) -> ImageDataset:
+    """A built-in name, a folder or a .zip -> ImageDataset (see the module docstring for the layouts)."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise DatasetError(f"limit must be a positive number of images, got {limit!r}; omit it to use them all")
+    if split not in ("train", "test"):
+        raise DatasetError(f"split must be 'train' or 'test', got {split!r}")
     key = str(name_or_path).strip()
     if key in ("ring8", "grid25"):
         return toy_points(key)
@@ -216,18 +327,27 @@ def load_dataset(
             f"unknown dataset {key!r}: use fashion-mnist, mnist, cifar10, ring8, grid25, a folder of images or a .zip"
         )
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+        files = sorted(
+            str(p.relative_to(path)) for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()
+        )
         if not files:
             raise DatasetError(f"{path}: no image files ({', '.join(sorted(IMAGE_EXTS))}) found in this folder")
-        return _load_files(((str(p.relative_to(path)), p.read_bytes()) for p in files), path.name, resolution, channels, limit)
+        if len(files) > MAX_FOLDER_FILES and not limit:
+            raise DatasetError(
+                f"{path}: {len(files):,} images is more than the {MAX_FOLDER_FILES:,} read without a limit; pass --limit"
+            )
+        return _load_files(files, _read_file(path), path.name, resolution, channels, limit)
     try:
         with zipfile.ZipFile(path) as zf:
             members = check_zip(zf, path.name)
             if not members:
                 raise DatasetError(f"{path.name}: the archive holds no image files")
-            return _load_files(_zip_blobs(zf, members), path.name, resolution, channels, limit)
-    except zipfile.BadZipFile:
+            names = sorted(info.filename for info in members)
+            return _load_files(names, _zip_reader(zf, members), path.name, resolution, channels, limit)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError):
         raise DatasetError(f"{path}: not a folder or a readable .zip of images") from None
+    except (OSError, RuntimeError) as e:  # an encrypted member, a truncated archive, an unreadable file
+        raise DatasetError(f"{path}: could not read this zip ({type(e).__name__}: {e}); re-create it") from None
 
 
 def _builtin(key: str, resolution: int, channels: int, split: str, limit: int | None) -> ImageDataset:
@@ -242,5 +362,5 @@ def _builtin(key: str, resolution: int, channels: int, split: str, limit: int | 
             x = torch.from_numpy(ds.data).permute(0, 3, 1, 2)
             y, classes = torch.tensor(ds.targets), tuple(ds.classes)
     if limit:
-        x, y = x[:limit], y[:limit]
-    return ImageDataset(key, to_uint8_images(x, resolution, channels), y, classes=classes)
+        x, y = x[:limit], y[:limit]  # these sets come shuffled: a prefix keeps every class
+    return ImageDataset(key, to_uint8_images(x, resolution, channels), torch.as_tensor(y).long(), class_names=classes)
