@@ -25,3 +25,7 @@ class FolderError(GanhubError):
 
 class TrainingDiverged(GanhubError):
     pass
+
+
+class PluginError(GanhubError):
+    """A plugin broke the contract; the message names the plugin and how to mend it."""

@@ -1,57 +1,126 @@
-"""The plugin contract: what a GAN variant hands to ganhub. Fits on one screen on purpose."""
+"""The plugin contract (API 2): what a GAN variant hands to ganhub. Fits on one screen on purpose.
+
+A variant is a config dataclass (each field's bounds declared beside it with `bounded`), a `build`
+returning (G, D), and one `loss` called per phase by the loop in ganhub.step. Shapes at the boundary:
+z (B, z_dim) ~ N(0, 1); labels (B,) int64 in [0, num_classes) or None; G(z) or G(z, c) -> (B, C, R, R)
+in [-1, 1] ((B, 2) for "points"); D(x) or D(x, c) -> (B,) scores.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-API_VERSION = 1  # bump on any incompatible change to Variant or the loss/build signatures
+API_VERSION = 2  # bump on any incompatible change to Variant or the loss/build signatures
+
+AUGMENT_OPS = ("color", "translation", "cutout")  # DiffAugment (Zhao et al. 2020); see ganhub.augment
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """Allowed values of one config field (numbers: ge/gt/le/lt; anything: choices; check: a predicate)."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    choices: tuple | None = None
+    check: Callable[[Any], bool] | None = None
+    expects: str | None = None  # how to describe `check` in an error, e.g. "'auto', 'off' or a comma list of ..."
+
+    def describe(self) -> str:
+        if self.expects:
+            return self.expects
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        parts = [f"{op} {v:g}" for op, v in ((">=", self.ge), (">", self.gt), ("<=", self.le), ("<", self.lt)) if v is not None]
+        return " and ".join(parts) or "any value"
+
+    def ok(self, x: Any) -> bool:
+        if self.choices is not None and x not in self.choices:
+            return False
+        if self.check is not None and not self.check(x):
+            return False
+        return not (
+            (self.ge is not None and not x >= self.ge)
+            or (self.gt is not None and not x > self.gt)
+            or (self.le is not None and not x <= self.le)
+            or (self.lt is not None and not x < self.lt)
+        )
+
+
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+            lt: float | None = None, choices: Sequence | None = None, check: Callable[[Any], bool] | None = None,
+            expects: str | None = None) -> Any:
+    """A dataclass field whose bounds sit beside it: `lr_d: float = bounded(2e-4, gt=0, le=1)  # comment`.
+
+    For a tuple field (betas) the bounds apply to every element. A subclass that re-declares a field
+    with a plain default keeps the bounds its base class declared.
+    """
+    b = Bounds(ge, gt, le, lt, tuple(choices) if choices is not None else None, check, expects)
+    return field(default=default, metadata={"bounds": b})
+
+
+def _augment_ok(x: str) -> bool:
+    parts = [p.strip() for p in x.split(",")]
+    return x in ("auto", "off") or (all(p in AUGMENT_OPS for p in parts) and len(set(parts)) == len(parts))
 
 
 @dataclass
 class BaseConfig:
-    """Fields every variant's config has (subclass it and add your own, each with a comment)."""
+    """Fields every variant's config has (subclass it and add your own, each with bounds and a comment)."""
 
-    resolution: int = 32  # image side in pixels (32 or 64 for the built-ins)
-    channels: int = 1  # 1 (grey) or 3 (RGB)
-    data: str = "image"  # "image" (C x H x W in [-1, 1]) or "points" (2-D toy distributions)
-    z_dim: int = 64  # latent size
-    batch_size: int = 64
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)  # Adam betas for both networks
-    n_critic: int = 1  # D updates per G update
-    ema_half_life_kimg: float = 1.0  # EMA of G: weight halves every this many thousand images (0 = off)
-    ema_rampup: float = 0.05  # half-life is capped at this fraction of images seen (Karras et al. 2020)
+    resolution: int = bounded(32, ge=8, le=1024)  # image side in pixels (a power of two; 32 or 64 for the built-ins)
+    channels: int = bounded(1, choices=(1, 3))  # 1 (grey) or 3 (RGB)
+    data: str = bounded("image", choices=("image", "points"))  # C x H x W in [-1, 1], or 2-D toy points
+    z_dim: int = bounded(64, ge=1, le=4096)  # latent size; z ~ N(0, 1)
+    num_classes: int = bounded(0, ge=0, le=10000)  # 0 = unconditional; else G(z, c) and D(x, c)
+    batch_size: int = bounded(64, ge=1, le=65536)  # per process
+    lr_g: float = bounded(2e-4, gt=0, le=1)
+    lr_d: float = bounded(2e-4, gt=0, le=1)
+    betas: tuple[float, float] = bounded((0.5, 0.999), ge=0, lt=1)  # Adam betas for both networks
+    n_critic: int = bounded(1, ge=1, le=100)  # D steps per iteration
+    n_gen: int = bounded(1, ge=1, le=100)  # G steps per iteration
+    ema_half_life_kimg: float = bounded(1.0, ge=0, le=1e6)  # EMA of G: halves every this many k global images (0 = off)
+    ema_rampup: float = bounded(0.05, ge=0, le=1)  # half-life capped at this fraction of images seen (Karras et al. 2020)
+    augment: str = bounded("auto", check=_augment_ok, expects="'auto', 'off' or a comma list of " + ", ".join(AUGMENT_OPS))
+    reuse_fakes: bool = True  # the G phase reuses the last D phase's fakes (same z and labels): one G forward less
 
 
 Phase = str  # "D", "G", or a lazy-regulariser phase named in Variant.reg_phases
 LossFn = Callable[..., tuple[torch.Tensor, dict[str, float]]]
+LOSS_ARGS = ("G", "D", "real", "fake", "real_labels", "fake_labels", "z", "cfg", "step")
 
 
 @dataclass(frozen=True)
 class Variant:
-    """A GAN variant. `loss(phase, *, G, D, real, z, cfg, step)` returns (loss, scalars to log).
+    """A GAN variant.
 
-    Phase "D" and any regulariser phase step D's optimiser; phase "G" steps G's. `reg_phases` maps a
-    regulariser phase to (network, interval): {"R1": ("D", 16)} runs phase "R1" every 16th step; the
-    interval may name a config field instead ({"R1": ("D", "r1_interval")}).
+    `loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step) -> (loss, {name: float})`.
+    Phase "D" and D regulariser phases step D's optimiser; "G" and G regulariser phases step G's.
+    `fake` is computed by the loop (detached for D phases, with grad for G). `reg_phases` maps a
+    regulariser phase to (network, interval): {"R1": ("D", 16)} runs "R1" every 16th iteration; the
+    interval may name a config field ({"R1": ("D", "r1_interval")}).
+    `make_optimizers(G, D, cfg) -> (opt_G, opt_D[, schedulers])` replaces the default Adam(lr, betas);
+    `post_step(phase, *, G, D, cfg, step)` runs after every optimiser step (e.g. weight clipping).
     """
 
     name: str
     summary: str  # one line, shown by `ganhub list` and the app
     config_cls: type[BaseConfig]
-    build: Callable[[BaseConfig], tuple[nn.Module, nn.Module]]  # -> (G, D); G(z) in [-1, 1]
+    build: Callable[[BaseConfig], tuple[nn.Module, nn.Module]]  # -> (G, D)
     loss: LossFn
     test_config: Mapping[str, Any] = field(default_factory=dict)  # tiny overrides for the conformance suite
     reg_phases: Mapping[str, tuple[str, int | str]] = field(default_factory=dict)  # interval or a config key
     modalities: tuple[str, ...] = ("image",)  # add "points" if G can learn the 2-D toys
-    train_step: Callable[..., dict[str, float]] | None = None  # only for methods the loop cannot express
+    make_optimizers: Callable[..., tuple] | None = None
+    post_step: Callable[..., None] | None = None
     api_version: int = API_VERSION
 
     def make_config(self, **overrides: Any) -> BaseConfig:
@@ -62,10 +131,25 @@ def config_fields(cfg_cls: type[BaseConfig]) -> dict[str, dataclasses.Field]:
     return {f.name: f for f in dataclasses.fields(cfg_cls)}
 
 
+def field_bounds(cfg_cls: type) -> dict[str, Bounds]:
+    """Bounds per field, inherited from the nearest class in the MRO that declared them."""
+    out: dict[str, Bounds] = {}
+    for f in dataclasses.fields(cfg_cls):
+        for klass in cfg_cls.__mro__:
+            own = klass.__dict__.get("__dataclass_fields__", {}).get(f.name)
+            if own is not None and "bounds" in own.metadata:
+                out[f.name] = own.metadata["bounds"]
+                break
+    return out
+
+
 def make_config(cfg_cls: type[BaseConfig], overrides: Mapping[str, Any] | None = None) -> BaseConfig:
-    """Build a config, type-checking overrides. Raises ConfigError naming the key and the fix."""
+    """Build a config from overrides (CLI strings or JSON values), checking type, finiteness, range and
+    choices of every field. Raises ConfigError naming the key, the value and the bound."""
     from ganhub.errors import ConfigError
 
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ConfigError(f"a config must be a mapping of key to value, got {type(overrides).__name__}")
     defaults = cfg_cls()
     fields = config_fields(cfg_cls)
     values = {}
@@ -73,7 +157,27 @@ def make_config(cfg_cls: type[BaseConfig], overrides: Mapping[str, Any] | None =
         if key not in fields:
             raise ConfigError(f"unknown config key {key!r} for {cfg_cls.__module__.split('.')[0]}; known keys: {', '.join(fields)}")
         values[key] = coerce(key, value, getattr(defaults, key))
-    return dataclasses.replace(defaults, **values)
+    cfg = dataclasses.replace(defaults, **values)
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: BaseConfig) -> None:
+    """Every field finite and inside its declared bounds, else ConfigError (one line)."""
+    from ganhub.errors import ConfigError
+
+    bounds = field_bounds(type(cfg))
+    for key in config_fields(type(cfg)):
+        value = getattr(cfg, key)
+        items = value if isinstance(value, tuple) else (value,)
+        for x in items:
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ConfigError(f"config key {key!r} must be a finite number, got {value!r}")
+        b = bounds.get(key)
+        if b is not None and not all(b.ok(x) for x in items):
+            what = f"each value of config key {key!r}" if isinstance(value, tuple) else f"config key {key!r}"
+            fix = "pick one of them" if b.choices is not None else "pass a value in that range"
+            raise ConfigError(f"{what} must be {b.describe()}, got {value!r}; {fix}")
 
 
 def coerce(key: str, value: Any, default: Any) -> Any:
@@ -96,12 +200,14 @@ def coerce(key: str, value: Any, default: Any) -> Any:
             return value
         if isinstance(value, float) and value.is_integer():
             return int(value)
+        if not isinstance(value, str):
+            raise bad()
         try:
-            return int(str(value))
+            return int(value.strip())
         except ValueError:
             raise bad() from None
     if isinstance(default, float):
-        if isinstance(value, bool):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
             raise bad()
         try:
             return float(value)
@@ -125,7 +231,7 @@ def config_to_dict(cfg: BaseConfig) -> dict[str, Any]:
 
 
 def build_models(variant: Variant, cfg: BaseConfig) -> tuple[nn.Module, nn.Module]:
-    """variant.build(cfg), checked, with `G.z_dim` recorded so samplers need nothing but G."""
+    """variant.build(cfg), checked, with `G.z_dim` and `G.num_classes` set so samplers need nothing but G."""
     from ganhub.errors import ConfigError, GanhubError
 
     try:
@@ -137,12 +243,20 @@ def build_models(variant: Variant, cfg: BaseConfig) -> tuple[nn.Module, nn.Modul
     if not (isinstance(G, nn.Module) and isinstance(D, nn.Module)):
         raise ConfigError(f"variant {variant.name!r}: build(cfg) must return two nn.Modules (G, D)")
     G.z_dim = cfg.z_dim
+    G.num_classes = cfg.num_classes
     return G, D
 
 
+def call_G(G: nn.Module, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """G(z) for an unconditional generator, G(z, labels) for a conditional one."""
+    return G(z) if labels is None else G(z, labels)
+
+
 def capabilities(G: nn.Module) -> set[str]:
-    """What the UI may offer for this generator. "mapping": style mixing and truncation."""
+    """What the UI may offer for this generator. "mapping": style mixing and truncation; "classes": labels."""
     caps = set()
     if all(hasattr(G, a) for a in ("mapping", "synthesis", "num_ws", "w_avg")):
         caps.add("mapping")
+    if getattr(G, "num_classes", 0):
+        caps.add("classes")
     return caps

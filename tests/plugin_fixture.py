@@ -37,11 +37,11 @@ def build(cfg):
     return G(), D
 
 
-def loss(phase, *, G, D, real, z, cfg, step):
+def loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):
     if phase == "D":
-        l = hinge_d(D(real), D(G(z).detach()))
+        l = hinge_d(D(real), D(fake))
         return l, {"loss_D": l.item()}
-    l = hinge_g(D(G(z)))
+    l = hinge_g(D(fake))
     return l, {"loss_G": l.item()}
 
 

@@ -85,13 +85,11 @@ def build(cfg: Config) -> tuple[nn.Module, nn.Module]:
     return Generator(cfg), Discriminator(cfg)
 
 
-def loss(phase, *, G, D, real, z, cfg, step):
+def loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):
     if phase == "D":
-        with torch.no_grad():
-            fake = G(z)
         l_d = hinge_d(D(real), D(fake))
         return l_d, {"loss_D": l_d.item()}
-    l_g = hinge_g(D(G(z)))
+    l_g = hinge_g(D(fake))
     return l_g, {"loss_G": l_g.item()}
 
 

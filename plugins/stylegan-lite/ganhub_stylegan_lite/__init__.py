@@ -186,16 +186,14 @@ def build(cfg: Config) -> tuple[nn.Module, nn.Module]:
     return Generator(cfg), Discriminator(cfg)
 
 
-def loss(phase, *, G, D, real, z, cfg, step):
+def loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):
     if phase == "D":  # logistic loss (Goodfellow et al. 2014), as in StyleGAN2
-        with torch.no_grad():
-            fake = G(z)
         l_d = F.softplus(D(fake)).mean() + F.softplus(-D(real)).mean()
         return l_d, {"loss_D": l_d.item()}
     if phase == "R1":  # lazy: scaled by the interval so the expected penalty matches every-step R1
         r1 = r1_penalty(D, real)
         return r1 * (cfg.r1_gamma / 2) * cfg.r1_interval, {"r1": r1.item()}
-    l_g = nonsaturating_g(D(G(z)))
+    l_g = nonsaturating_g(D(fake))
     return l_g, {"loss_G": l_g.item()}
 
 

@@ -76,16 +76,14 @@ def build(cfg: Config) -> tuple[nn.Module, nn.Module]:
     return Generator(cfg), Critic(cfg)
 
 
-def loss(phase, *, G, D, real, z, cfg, step):
+def loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):
     if phase == "D":
-        with torch.no_grad():
-            fake = G(z)
         w = wasserstein_d(D(real), D(fake))
         gp = gradient_penalty(D, real, fake)
         total = w + cfg.gp_lambda * gp
         # -w estimates the Wasserstein distance; it is the number to watch in a WGAN run
         return total, {"loss_D": total.item(), "w_dist": -w.item(), "gp": gp.item()}
-    l_g = wasserstein_g(D(G(z)))
+    l_g = wasserstein_g(D(fake))
     return l_g, {"loss_G": l_g.item()}
 
 
