@@ -18,6 +18,12 @@ Protocol (every reported value carries it; see `_protocol`):
     histogram of the generated samples against its histogram on the whole real split. Using predictions
     for both sides (rather than the true labels for the data) cancels the classifier's own confusions: a
     perfect generator scores KL ~ 0.
+  - Conditional accuracy (conditional Fashion-MNIST generators only; `conditional_accuracy`): for each
+    class k, n // 10 samples of G(z, k) from the latents of the evaluation seed (the same z for every k,
+    so only the asked class changes), classified by the fmnist classifier; accuracy = share predicted k,
+    overall and per class. "Does asking for class k give class k?" The classifier's own test accuracy
+    (weights/fmnist-classifier) bounds what real images would score. Part of the default metrics for
+    conditional generators; unconditional ones skip it.
   - 2-D toys (`toy_metrics`): modes covered and the share of high-quality samples, as in VEEGAN/PacGAN.
 
 Real-data features and FID statistics are cached by torch-fidelity under $GANHUB_CACHE/fidelity (default
@@ -44,16 +50,18 @@ from torch import nn
 from torch.utils.data import Dataset
 from torch_fidelity.metric_prc import prc_features_to_metric
 
+from ganhub.data import FMNIST_CLASSES as FMNIST_CLASS_NAMES
 from ganhub.data import ImageDataset, cache_dir, load_dataset, toy_points
 from ganhub.errors import GanhubError
 from ganhub.extractors import Extractor, classifier_input, get_extractor, load_classifier
 from ganhub.run import CONFIG, atomic_write_json
-from ganhub.sample import generate, latents, to_uint8
+from ganhub.sample import generate, iter_samples, latents, to_uint8
 from ganhub.source import Loaded, bundled, load_generator, weights_dir
 from ganhub.variant import capabilities
 
-ALL_METRICS = ("fid", "kid", "is", "pr", "coverage")
-DEFAULT_METRICS = ("fid", "kid", "pr", "coverage")
+ALL_METRICS = ("fid", "kid", "is", "pr", "coverage", "accuracy")
+DEFAULT_METRICS = ("fid", "kid", "pr", "coverage")  # + "accuracy" for conditional generators
+FMNIST_CLASSES = 10
 DEFAULT_N = 10_000
 MIN_N = 50  # below this, covariance and k-NN estimates are noise
 BATCH = 250  # generated images per block = torch-fidelity batch
@@ -227,6 +235,54 @@ def _data_class_histogram(real: ImageDataset, key: str, net: nn.Module, use_cach
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Conditional accuracy
+
+
+def num_classes_of(G: nn.Module) -> int:
+    return int(getattr(G, "num_classes", 0) or 0)
+
+
+@torch.no_grad()
+def conditional_accuracy(
+    G: nn.Module, n_per_class: int, seed: int = 0, *, net: nn.Module | None = None, block: int = BATCH
+) -> dict[str, Any]:
+    """For each class k: n_per_class samples of G(z, k), classified; the share predicted k.
+
+    Returns {"accuracy": overall share, "per_class": [share for k in range(K)], "confusion": (K, 10) counts
+    of predicted classes per asked class}. Needs a conditional generator whose classes are Fashion-MNIST's.
+    """
+    k_classes = num_classes_of(G)
+    if k_classes != FMNIST_CLASSES:
+        raise MetricsError(
+            f"conditional accuracy needs a generator of the {FMNIST_CLASSES} Fashion-MNIST classes, this one has "
+            f"{k_classes}; drop accuracy from --metrics"
+        )
+    net = net if net is not None else load_classifier("cpu")
+    confusion = torch.zeros(k_classes, FMNIST_CLASSES, dtype=torch.long)
+    for k in range(k_classes):  # the latents of `seed` for every k: only the asked class changes
+        for images in iter_samples(G, n_per_class, seed, labels=k, batch_size=block):
+            confusion[k] += predicted_counts(to_uint8(images), net, batch=block)
+    per_class = (confusion.diagonal().double() / confusion.sum(1).double()).tolist()
+    return {
+        "accuracy": float(confusion.diagonal().sum()) / float(confusion.sum()),
+        "per_class": [round(a, 4) for a in per_class],
+        "confusion": confusion.tolist(),
+    }
+
+
+def _accuracy_skip_reason(G: nn.Module, dataset: str) -> str | None:
+    k = num_classes_of(G)
+    if k == 0:
+        return "conditional accuracy needs a conditional generator; this one is unconditional"
+    if dataset != "fashion-mnist" or k != FMNIST_CLASSES:
+        return (
+            f"conditional accuracy judges with the Fashion-MNIST classifier; this generator learned {dataset!r} "
+            f"with {k} classes"
+        )
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------
 # 2-D toys
 
 
@@ -336,7 +392,7 @@ def _parse_metrics(metrics: str | Sequence[str]) -> list[str]:
 def evaluate(
     source: str | Path | Loaded,
     *,
-    metrics: str | Sequence[str] = DEFAULT_METRICS,
+    metrics: str | Sequence[str] | None = None,
     n: int = DEFAULT_N,
     extractor: str = "fmnist",
     seed: int = 0,
@@ -352,10 +408,12 @@ def evaluate(
 
     Returns {"source", "variant", "step", "metrics": {name: {"value", "protocol", "command", ...}},
     "command", "seconds"} (+ "skipped": {metric: why}). Metric names: fid, kid, is, precision, recall,
-    coverage (details) and class_kl for images; modes_covered, high_quality (+ precision, recall) for toys.
+    coverage (details), class_kl and accuracy (conditional) for images; modes_covered, high_quality
+    (+ precision, recall) for toys. metrics=None: DEFAULT_METRICS, + accuracy for a conditional
+    Fashion-MNIST generator.
     """
     t0 = time.time()
-    names = _parse_metrics(metrics)
+    names = _parse_metrics(DEFAULT_METRICS if metrics is None else metrics)
     if extractor not in ("fmnist", "inception"):
         raise MetricsError(f"unknown extractor {extractor!r}; use fmnist or inception")
     if n < MIN_N:
@@ -366,6 +424,8 @@ def evaluate(
     loaded = source if isinstance(source, Loaded) else load_generator(source, device=device)
     src = str(loaded.path) if isinstance(source, Loaded) else str(source)
     dataset = (loaded.meta.get("recipe") or {}).get("dataset") or "fashion-mnist"
+    if metrics is None and loaded.cfg.data != "points" and _accuracy_skip_reason(loaded.G, dataset) is None:
+        names.append("accuracy")
     command = _command(src, names, run)
     out: dict[str, Any] = {"source": src, "variant": loaded.name, "step": loaded.meta.get("step")}
     if loaded.cfg.data == "points":  # image metrics do not apply to 2-D points; the toys have their own
@@ -390,7 +450,7 @@ def _evaluate_images(
 ) -> tuple[dict[str, Any], dict[str, str]]:
     G, cfg = loaded.G, loaded.cfg
     skipped: dict[str, str] = {}
-    fidelity = [m for m in names if m != "coverage"]
+    fidelity = [m for m in names if m not in ("coverage", "accuracy")]
     is_fmnist = dataset == "fashion-mnist"
     if run.extractor == "fmnist" and fidelity and not is_fmnist:
         raise MetricsError(
@@ -403,6 +463,12 @@ def _evaluate_images(
         if not fidelity:
             raise MetricsError(why)
         skipped["coverage"], want_coverage = why, False
+    want_accuracy = "accuracy" in names
+    why = _accuracy_skip_reason(G, dataset) if want_accuracy else None
+    if why:
+        if names == ["accuracy"]:
+            raise MetricsError(why)
+        skipped["accuracy"], want_accuracy = why, False
     if run.truncation != 1.0 and "mapping" not in capabilities(G):
         raise MetricsError(
             "truncation needs a generator with a mapping network (e.g. stylegan-lite); use --truncation 1"
@@ -429,7 +495,7 @@ def _evaluate_images(
         res = _fidelity(gen, real_ds, fidelity, ext, key, n_real, run, cuda=on_cuda)
         proto = _protocol(ext, cfg.resolution, dataset, n_real, len(real), run)
         entries.update(_fidelity_entries(res, proto, min(KID_SUBSET_SIZE, run.n, n_real)))
-    else:
+    elif tally is not None:
         for b in range((run.n + run.batch_size - 1) // run.batch_size):
             gen.block_images(b)  # coverage alone: stream the samples past the tally
     if tally is not None:
@@ -444,6 +510,28 @@ def _evaluate_images(
         }
         entries["coverage"] = {"value": cov, "protocol": proto}
         entries["class_kl"] = {"value": cov["kl"], "protocol": proto}
+    if want_accuracy:
+        if run.truncation != 1.0:
+            raise MetricsError("conditional accuracy is measured without truncation; use --truncation 1")
+        net = tally.net if tally is not None else load_classifier(device_of(G) if on_cuda else "cpu")
+        per = run.n // FMNIST_CLASSES
+        acc = conditional_accuracy(G, per, run.seed, net=net, block=run.batch_size)
+        fmnist = get_extractor("fmnist")
+        proto = {
+            **fmnist.protocol(cfg.resolution),
+            "n_generated": per * FMNIST_CLASSES,
+            "n_per_class": per,
+            "seed": run.seed,
+            "truncation": run.truncation,
+            "rule": f"for each class k, {per} samples of G(z, k) (the same z for every k), classified by the fmnist "
+            "classifier; accuracy = share predicted k",
+        }
+        entries["accuracy"] = {
+            "value": acc["accuracy"],
+            "per_class": dict(zip(FMNIST_CLASS_NAMES, acc["per_class"])),
+            "confusion": acc["confusion"],
+            "protocol": proto,
+        }
     return entries, skipped
 
 
@@ -562,7 +650,7 @@ def _fmt(name: str, m: dict[str, Any]) -> str:
         return f"{v['classes']}/{v['of']}"
     if name == "modes_covered":
         return f"{v}/{m['of']}"
-    if name in ("precision", "recall", "high_quality"):
+    if name in ("precision", "recall", "high_quality", "accuracy"):
         return f"{v:.3f}"
     if name in ("kid", "class_kl"):
         return f"{v:.4g}"
@@ -577,6 +665,7 @@ COLUMNS = {
     "recall": "recall",
     "coverage": "classes",
     "class_kl": "class KL",
+    "accuracy": "cond. acc",
     "modes_covered": "modes",
     "high_quality": "high quality",
 }
@@ -589,6 +678,7 @@ DETAILS = (
     "is_splits",
     "rule",
     "data_histogram",
+    "n_per_class",
 )
 
 
@@ -636,9 +726,14 @@ def format_table(results: list[dict[str, Any]]) -> str:
             notes["classes"] = p["rule"] + f"; data histogram: {p['data_histogram']}"
         elif name == "modes_covered":
             notes["modes"] = p["rule"]
+        elif name == "accuracy":
+            notes["cond. acc"] = p["rule"]
         if "computed_by" in p:
             notes["computed by"] = p["computed_by"]
     for r in results:
+        if "accuracy" in r["metrics"]:
+            per = r["metrics"]["accuracy"]["per_class"]
+            notes[f"cond. acc per class ({r['source']})"] = ", ".join(f"{k} {v:.2f}" for k, v in per.items())
         for name, why in r.get("skipped", {}).items():
             notes[f"{name} skipped for {r['source']}"] = why
     lines += [f"  {k}: {v}" for k, v in notes.items()]
@@ -646,7 +741,7 @@ def format_table(results: list[dict[str, Any]]) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    names = _parse_metrics(args.metrics)  # fail on a typo before loading anything
+    names = None if args.metrics is None else _parse_metrics(args.metrics)  # a typo fails before any loading
     targets = {}
     if args.write:
         for src in args.sources:
@@ -697,7 +792,9 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         "sources", nargs="+", metavar="SOURCE", help="run folders, bundled weights names or Hub repo ids"
     )
     s.add_argument(
-        "--metrics", default=",".join(DEFAULT_METRICS), help=f"comma-separated, from {','.join(ALL_METRICS)}"
+        "--metrics",
+        help=f"comma-separated, from {','.join(ALL_METRICS)} (default {','.join(DEFAULT_METRICS)}, "
+        "+ accuracy for a conditional generator)",
     )
     s.add_argument(
         "--n",

@@ -19,6 +19,7 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 from ganhub import extractors
 from ganhub.cli import main
 from ganhub.data import cache_dir, load_dataset, toy_points
+from ganhub.errors import GanhubError
 from ganhub.extractors import (
     ExtractorError,
     classifier_dir,
@@ -26,8 +27,16 @@ from ganhub.extractors import (
     inception_weights,
     load_classifier,
 )
-from ganhub.metrics import GeneratedImages, RealImages, class_coverage, evaluate, toy_metrics
-from ganhub.sample import sample, to_uint8
+from ganhub.metrics import (
+    GeneratedImages,
+    RealImages,
+    class_coverage,
+    conditional_accuracy,
+    evaluate,
+    format_table,
+    toy_metrics,
+)
+from ganhub.sample import latents, sample, to_uint8
 from ganhub.source import Loaded, load_generator
 from ganhub.variant import BaseConfig
 
@@ -396,3 +405,70 @@ def test_cli_table_json_write_and_errors(tmp_path, capsys):
 def test_write_refuses_sources_that_are_not_local_folders(capsys):
     assert main(["eval", "someone/repo", "--metrics", "fid", "--n", "100", "--write"]) == 2
     assert "--write records results in a local run folder" in capsys.readouterr().err
+
+
+# --- conditional accuracy -------------------------------------------------------------------------------
+
+
+class ReplayCondG(nn.Module):
+    """A conditional "generator": G(z, c) replays a real test image of class (c + shift) % 10, chosen by z."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, shift: int = 0, z_dim: int = 8):
+        super().__init__()
+        self.pools = [images[labels == (c + shift) % 10] for c in range(10)]
+        self.register_buffer("anchor", torch.zeros(()))
+        self.z_dim, self.num_classes = z_dim, 10
+
+    def forward(self, z, c):
+        idx = (z[:, 0].abs() * 1e6).long()
+        return torch.stack([self.pools[int(k)][int(i) % len(self.pools[int(k)])] for k, i in zip(c, idx)]).float() / 127.5 - 1
+
+
+def cond_loaded(G: nn.Module) -> Loaded:
+    return Loaded(
+        G,
+        None,
+        BaseConfig(z_dim=G.z_dim, num_classes=10),
+        {"variant": "replay-cond", "recipe": {"dataset": "fashion-mnist"}},
+        Path("replay-cond"),
+    )
+
+
+def test_conditional_accuracy_of_real_images_is_the_classifiers_accuracy(fmnist_test, net):
+    G = ReplayCondG(fmnist_test.images, fmnist_test.labels)
+    r = conditional_accuracy(G, 100, seed=0, net=net)
+    assert len(r["per_class"]) == 10 and all(sum(row) == 100 for row in r["confusion"])
+    assert r["accuracy"] == pytest.approx(sum(r["per_class"]) / 10, abs=1e-3)
+    # the same images classified directly: the metric is exactly "share of G(z, k) predicted k"
+    z = latents(100, 8, 0)
+    for k in (0, 6):
+        imgs = to_uint8(G(z, torch.full((100,), k)))
+        with torch.no_grad():
+            direct = (net(classifier_input(imgs))[1].argmax(1) == k).double().mean().item()
+        assert r["per_class"][k] == pytest.approx(direct, abs=1e-4)
+    assert r["accuracy"] > 0.85  # about the classifier's test accuracy (shirts are its weak class)
+    assert min(r["per_class"]) == r["per_class"][6]  # ... and "shirt" is the hardest
+    # a generator that draws class k + 1 when asked for k scores near zero, row by row
+    wrong = conditional_accuracy(ReplayCondG(fmnist_test.images, fmnist_test.labels, shift=1), 100, net=net)
+    assert wrong["accuracy"] < 0.1 and wrong["confusion"][3][4] > 80  # asked "dress", got "coat"
+
+
+def test_evaluate_adds_accuracy_for_conditional_generators_only(fmnist_test, capsys):
+    G = ReplayCondG(fmnist_test.images, fmnist_test.labels)
+    r = evaluate(cond_loaded(G), n=200, metrics=None)
+    m = r["metrics"]
+    assert {"fid", "coverage", "accuracy"} <= set(m) and "skipped" not in r
+    acc = m["accuracy"]
+    assert acc["value"] > 0.85 and list(acc["per_class"])[9] == "Ankle boot"
+    assert acc["protocol"]["n_per_class"] == 20 and acc["protocol"]["n_generated"] == 200
+    assert "--metrics fid,kid,pr,coverage,accuracy" in r["command"]
+    assert m["coverage"]["value"]["classes"] == 10  # FID/coverage samples draw random classes
+    # unconditional: not in the default set, skipped with a reason when asked, an error when alone
+    plain = evaluate("dcgan", n=100, metrics=None)
+    assert "accuracy" not in plain["metrics"] and "skipped" not in plain
+    asked = evaluate("dcgan", n=100, metrics="coverage,accuracy")
+    assert "unconditional" in asked["skipped"]["accuracy"]
+    with pytest.raises(GanhubError, match="needs a conditional generator"):
+        evaluate("dcgan", n=100, metrics="accuracy")
+    table = format_table([r])
+    assert "cond. acc" in table and "cond. acc per class (replay-cond): T-shirt/top" in table
