@@ -22,6 +22,7 @@ import os
 import stat
 import warnings
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -269,6 +270,8 @@ def check_zip(zf: zipfile.ZipFile, name: str) -> list[zipfile.ZipInfo]:
         path = info.filename.replace("\\", "/")
         if path.startswith("/") or (len(path) > 1 and path[1] == ":") or ".." in path.split("/"):
             raise DatasetError(f"{name}: member {info.filename!r} escapes the archive; refusing this zip")
+        if info.flag_bits & 0x1:
+            raise DatasetError(f"{name}: member {info.filename!r} is encrypted; re-create the zip without a password")
         if stat.S_ISLNK(info.external_attr >> 16):
             raise DatasetError(f"{name}: member {info.filename!r} is a symlink; refusing this zip")
         total += info.file_size
@@ -286,13 +289,26 @@ def _zip_reader(zf: zipfile.ZipFile, members: list[zipfile.ZipInfo]):
         info = by_name[name]
         if info.file_size > MAX_FILE_BYTES:
             return None
-        with zf.open(info) as f:
-            data = f.read(info.file_size + 1)  # never trust the header beyond its declared size
+        try:
+            with zf.open(info) as f:
+                data = f.read(info.file_size + 1)  # never trust the header beyond its declared size
+        except (zipfile.BadZipFile, zlib.error, EOFError, ValueError):  # corrupt data or CRC: skipped, counted
+            return None
         if len(data) > info.file_size:
             raise DatasetError(f"member {info.filename!r} is larger than its header says; refusing this zip")
         return data
 
     return read
+
+
+def _declared_members(path: Path) -> int | None:
+    """The member count in a zip's end record (read without parsing the member list), or None."""
+    try:
+        with open(path, "rb") as f:
+            end = zipfile._EndRecData(f)  # private, but stable since Python 2; guarded below
+    except (AttributeError, OSError, ValueError):
+        return None
+    return int(end[zipfile._ECD_ENTRIES_TOTAL]) if end else None
 
 
 def _read_file(root: Path):
@@ -337,6 +353,9 @@ def load_dataset(
                 f"{path}: {len(files):,} images is more than the {MAX_FOLDER_FILES:,} read without a limit; pass --limit"
             )
         return _load_files(files, _read_file(path), path.name, resolution, channels, limit)
+    declared = _declared_members(path)
+    if declared is not None and declared > MAX_ZIP_MEMBERS:  # before zipfile parses every member header
+        raise DatasetError(f"{path.name}: {declared:,} members is more than the {MAX_ZIP_MEMBERS:,} allowed; split the archive")
     try:
         with zipfile.ZipFile(path) as zf:
             members = check_zip(zf, path.name)

@@ -233,3 +233,39 @@ def test_unreadable_inputs_have_clear_errors(tmp_path):
     (tmp_path / "truncated.zip").write_bytes(only_bad.read_bytes()[:40])
     with pytest.raises(DatasetError, match="not a folder or a readable .zip"):
         load_dataset(str(tmp_path / "truncated.zip"))
+
+
+def test_member_count_is_checked_before_the_member_list_is_parsed(tmp_path, monkeypatch):
+    path = zip_with(tmp_path, [(f"{i}.png", png_bytes(i)) for i in range(4)], "many.zip")
+    monkeypatch.setattr(data, "MAX_ZIP_MEMBERS", 3)
+
+    def never(*a, **k):
+        raise AssertionError("the member list was parsed")
+
+    monkeypatch.setattr(zipfile, "ZipFile", never)
+    with pytest.raises(DatasetError, match="4 members is more than the 3 allowed"):
+        load_dataset(str(path))
+
+
+def test_corrupt_zip_members_are_skipped_and_counted(tmp_path):
+    good, bad = png_bytes(1, size=(40, 40)), png_bytes(2, size=(41, 41))
+    path = tmp_path / "c.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("a.png", good)
+        zf.writestr("b.png", bad)
+    raw = bytearray(path.read_bytes())
+    start = raw.index(b"b.png") + len("b.png")  # b's local header name; its data follows
+    raw[start + 8 : start + 28] = b"\xff" * 20
+    path.write_bytes(bytes(raw))
+    ds = load_dataset(str(path))
+    assert len(ds) == 1 and ds.skipped == 1
+
+
+def test_encrypted_zip_is_refused_in_one_line(tmp_path):
+    path = zip_with(tmp_path, [("a.png", png_bytes())], "secret.zip")
+    raw = bytearray(path.read_bytes())
+    for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # local and central headers
+        raw[raw.index(signature) + offset] |= 0x1  # general-purpose flag bit 0: encrypted
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DatasetError, match="'a.png' is encrypted; re-create the zip without a password"):
+        load_dataset(str(path))
