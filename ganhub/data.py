@@ -43,6 +43,8 @@ MAX_ZIP_RATIO = 200  # uncompressed / compressed for one member; real images com
 MAX_IMAGE_PIXELS = 64 * 2**20  # PIL's bomb guard, lowered from 89M pixels: we never need more than 4096^2
 MAX_FOLDER_FILES = MAX_ZIP_MEMBERS  # image files in a folder (without --limit): N x C x R x R bytes in RAM
 MAX_FILE_BYTES = 256 * 2**20  # one image file; anything larger is skipped (counted) rather than read
+MAX_FOLDER_ENTRIES = 1_000_000  # files and folders walked in a folder: `/` or a home folder is a mistake
+MEMORY_SHARE = 0.5  # a dataset may take at most this share of the machine's RAM (uint8 images are kept whole)
 
 
 def cache_dir() -> Path:
@@ -87,6 +89,24 @@ class ImageDataset:
             x = x.float().div_(127.5).sub_(1.0)
         y = None if self.labels is None else self.labels[idx].to(device, non_blocking=True)
         return x, y
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM, or None where the OS does not say (then no memory check is made)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(name: str, n: int, channels: int, resolution: int) -> None:
+    """Refuse, before any decoding, a dataset whose uint8 images would not fit in memory."""
+    need, ram = n * channels * resolution * resolution, physical_memory()
+    if ram and need > MEMORY_SHARE * ram:
+        raise DatasetError(
+            f"{name} at {resolution} px needs {need / 2**30:.1f} GiB of memory ({n:,} x {channels} x {resolution} x "
+            f"{resolution} bytes), over {MEMORY_SHARE:.0%} of this machine's {ram / 2**30:.0f} GiB; use --limit or a lower resolution"
+        )
 
 
 def check_classes(ds: ImageDataset, num_classes: int) -> None:
@@ -181,6 +201,7 @@ def _decode(data: bytes, channels: int) -> torch.Tensor | None:
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL's advice about palettes etc. is not the user's concern
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as im:
                 im.draft("RGB", (512, 512))  # JPEG: decode at reduced size when the image is huge
@@ -301,6 +322,23 @@ def _zip_reader(zf: zipfile.ZipFile, members: list[zipfile.ZipInfo]):
     return read
 
 
+def _image_files(root: Path) -> list[str]:
+    """Sorted relative paths of the regular image files under root (symlinked folders not followed)."""
+    files, seen = [], 0
+    for folder, dirs, names in os.walk(root):
+        dirs.sort()
+        seen += len(dirs) + len(names)
+        if seen > MAX_FOLDER_ENTRIES:
+            raise DatasetError(
+                f"{root}: more than {MAX_FOLDER_ENTRIES:,} files and folders; point at the folder that holds your images"
+            )
+        for name in names:
+            p = Path(folder) / name
+            if p.suffix.lower() in IMAGE_EXTS and p.is_file():  # is_file: no FIFOs or devices (reading could hang)
+                files.append(p.relative_to(root).as_posix())
+    return sorted(files)
+
+
 def _declared_members(path: Path) -> int | None:
     """The member count in a zip's end record (read without parsing the member list), or None."""
     try:
@@ -333,6 +371,8 @@ def load_dataset(
     if split not in ("train", "test"):
         raise DatasetError(f"split must be 'train' or 'test', got {split!r}")
     key = str(name_or_path).strip()
+    if not key:
+        raise DatasetError("no dataset given: use fashion-mnist, mnist, cifar10, ring8, grid25, a folder of images or a .zip")
     if key in ("ring8", "grid25"):
         return toy_points(key)
     if key in ("fashion-mnist", "mnist", "cifar10"):
@@ -343,15 +383,14 @@ def load_dataset(
             f"unknown dataset {key!r}: use fashion-mnist, mnist, cifar10, ring8, grid25, a folder of images or a .zip"
         )
     if path.is_dir():
-        files = sorted(
-            str(p.relative_to(path)) for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()
-        )
+        files = _image_files(path)
         if not files:
             raise DatasetError(f"{path}: no image files ({', '.join(sorted(IMAGE_EXTS))}) found in this folder")
         if len(files) > MAX_FOLDER_FILES and not limit:
             raise DatasetError(
                 f"{path}: {len(files):,} images is more than the {MAX_FOLDER_FILES:,} read without a limit; pass --limit"
             )
+        check_memory(path.name, min(len(files), limit or len(files)), channels, resolution)
         return _load_files(files, _read_file(path), path.name, resolution, channels, limit)
     declared = _declared_members(path)
     if declared is not None and declared > MAX_ZIP_MEMBERS:  # before zipfile parses every member header
@@ -362,6 +401,7 @@ def load_dataset(
             if not members:
                 raise DatasetError(f"{path.name}: the archive holds no image files")
             names = sorted(info.filename for info in members)
+            check_memory(path.name, min(len(names), limit or len(names)), channels, resolution)
             return _load_files(names, _zip_reader(zf, members), path.name, resolution, channels, limit)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError):
         raise DatasetError(f"{path}: not a folder or a readable .zip of images") from None
@@ -369,7 +409,13 @@ def load_dataset(
         raise DatasetError(f"{path}: could not read this zip ({type(e).__name__}: {e}); re-create it") from None
 
 
+BUILTIN_SIZES = {("fashion-mnist", "train"): 60_000, ("fashion-mnist", "test"): 10_000, ("mnist", "train"): 60_000,
+                 ("mnist", "test"): 10_000, ("cifar10", "train"): 50_000, ("cifar10", "test"): 10_000}
+
+
 def _builtin(key: str, resolution: int, channels: int, split: str, limit: int | None) -> ImageDataset:
+    n = BUILTIN_SIZES[key, split]
+    check_memory(key, min(n, limit or n), channels, resolution)  # before any download or decoding
     if key == "fashion-mnist":
         x, y = load_fashion_mnist(split)
         x, classes = x[:, None], FMNIST_CLASSES

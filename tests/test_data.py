@@ -269,3 +269,39 @@ def test_encrypted_zip_is_refused_in_one_line(tmp_path):
     path.write_bytes(bytes(raw))
     with pytest.raises(DatasetError, match="'a.png' is encrypted; re-create the zip without a password"):
         load_dataset(str(path))
+
+
+def test_a_dataset_that_cannot_fit_in_memory_is_refused_before_decoding(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "physical_memory", lambda: 2 * 2**30)
+    with pytest.raises(DatasetError, match=r"fashion-mnist at 1024 px needs 58\.6 GiB .* use --limit"):
+        load_dataset("fashion-mnist", resolution=1024)
+    assert len(load_dataset("fashion-mnist", resolution=128, split="test", limit=10)) == 10
+    for i in range(3):
+        (tmp_path / f"{i}.png").write_bytes(png_bytes(i))
+    monkeypatch.setattr(data, "physical_memory", lambda: 1000)
+    monkeypatch.setattr(data, "_decode", lambda *a: pytest.fail("decoded before the memory check"))
+    with pytest.raises(DatasetError, match="needs 0.0 GiB"):
+        load_dataset(str(tmp_path), resolution=32)
+
+
+def test_empty_name_and_huge_trees_are_refused(tmp_path, monkeypatch):
+    for blank in ("", "   "):
+        with pytest.raises(DatasetError, match="no dataset given"):
+            load_dataset(blank)
+    for i in range(5):
+        (tmp_path / f"d{i}").mkdir()
+        (tmp_path / f"d{i}" / "a.png").write_bytes(png_bytes(i))
+    monkeypatch.setattr(data, "MAX_FOLDER_ENTRIES", 6)
+    with pytest.raises(DatasetError, match="more than 6 files and folders"):
+        load_dataset(str(tmp_path))
+
+
+def test_special_files_are_ignored_not_read(tmp_path):
+    import os
+
+    (tmp_path / "a.png").write_bytes(png_bytes())
+    os.mkfifo(tmp_path / "fifo.png")  # reading it would block forever
+    (tmp_path / "dir.png").mkdir()
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "missing")
+    ds = load_dataset(str(tmp_path))
+    assert len(ds) == 1 and ds.skipped == 0
