@@ -12,6 +12,8 @@ Routes (what huggingface_hub 2.4 uses for create_repo, upload_folder, snapshot_d
   GET  /api/models/{repo}/tree/{rev}              list_repo_tree
   HEAD/GET /{repo}/resolve/{rev}/{path}           X-Repo-Commit, ETag, Content-Length
 Auth: writes need the one valid token (401 otherwise); private repos need it for reads too.
+Faults: `plain_errors = True` drops X-Error-Code/X-Error-Message (a proxy or mirror answering a bare 404);
+`force_status = 500` (or any code) answers every request with it.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class FakeHub:
         self.repos: dict[str, Repo] = {}
         self.requests: list[str] = []
         self.lock = threading.Lock()
+        self.plain_errors = False
+        self.force_status: int | None = None
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -63,7 +67,8 @@ class FakeHub:
                     self.wfile.write(data)
 
             def _error(self, code: int, kind: str, msg: str, head: bool = False):
-                self._send(code, {"error": msg}, {"X-Error-Code": kind, "X-Error-Message": msg}, head=head)
+                headers = {} if hub.plain_errors else {"X-Error-Code": kind, "X-Error-Message": msg}
+                self._send(code, {"error": msg}, headers, head=head)
 
             def _authed(self) -> bool:
                 return self.headers.get("Authorization", "") == f"Bearer {TOKEN}"
@@ -94,6 +99,9 @@ class FakeHub:
                 path = unquote(urlparse(self.path).path)
                 hub.requests.append(f"{method} {path}")
                 with hub.lock:
+                    if hub.force_status is not None:
+                        self._body()
+                        return self._error(hub.force_status, "Forced", "forced failure", method == "HEAD")
                     self._dispatch(method, path)
 
             def _dispatch(self, method: str, path: str):
