@@ -7,9 +7,11 @@ mixtures; the label is the mode). Anything else is a folder of images or a .zip 
     subfolder names, like torchvision's ImageFolder. A single wrapping folder (a zip of `root/`) is looked
     through.
   - images directly in the folder (or some at the top and some in subfolders) -> unlabelled.
-Files without an image extension are ignored; unreadable images are skipped and counted (`skipped`);
-images of any size are centre-cropped to a square and resized. Zips are read in memory, never extracted,
-and refused outright when hostile (escaping paths, symlinks, too many members, absurd sizes, bombs).
+Files without an image extension and hidden ones (.DS_Store, ._x.png, .ipynb_checkpoints/, __MACOSX/) are
+ignored; unreadable images are skipped and counted (`skipped`); images of any size are centre-cropped to a
+square and resized. Zips are read in memory, never extracted, and refused outright when hostile (escaping
+paths, symlinks, encryption, too many members, absurd sizes, bombs). A dataset that would not fit in half
+the machine's memory is refused before anything is decoded.
 """
 
 from __future__ import annotations
@@ -300,7 +302,12 @@ def check_zip(zf: zipfile.ZipFile, name: str) -> list[zipfile.ZipInfo]:
             raise DatasetError(f"{name}: member {info.filename!r} expands {info.file_size // info.compress_size}x; refusing a zip bomb")
     if total > MAX_ZIP_TOTAL_BYTES:
         raise DatasetError(f"{name}: members expand to {total / 2**30:.1f} GiB, over the {MAX_ZIP_TOTAL_BYTES / 2**30:.0f} GiB limit")
-    return [i for i in infos if not i.is_dir() and Path(i.filename).suffix.lower() in IMAGE_EXTS and "__MACOSX" not in i.filename]
+    return [i for i in infos if not i.is_dir() and Path(i.filename).suffix.lower() in IMAGE_EXTS and not _hidden(i.filename)]
+
+
+def _hidden(path: str) -> bool:
+    """Dot-files and folders (.DS_Store, ._x.png, .ipynb_checkpoints/) and macOS's __MACOSX/ are not data."""
+    return any(p.startswith(".") or p == "__MACOSX" for p in path.replace("\\", "/").split("/"))
 
 
 def _zip_reader(zf: zipfile.ZipFile, members: list[zipfile.ZipInfo]):
@@ -326,7 +333,7 @@ def _image_files(root: Path) -> list[str]:
     """Sorted relative paths of the regular image files under root (symlinked folders not followed)."""
     files, seen = [], 0
     for folder, dirs, names in os.walk(root):
-        dirs.sort()
+        dirs[:] = sorted(d for d in dirs if not _hidden(d))
         seen += len(dirs) + len(names)
         if seen > MAX_FOLDER_ENTRIES:
             raise DatasetError(
@@ -334,7 +341,7 @@ def _image_files(root: Path) -> list[str]:
             )
         for name in names:
             p = Path(folder) / name
-            if p.suffix.lower() in IMAGE_EXTS and p.is_file():  # is_file: no FIFOs or devices (reading could hang)
+            if p.suffix.lower() in IMAGE_EXTS and not _hidden(name) and p.is_file():  # no FIFOs/devices: could hang
                 files.append(p.relative_to(root).as_posix())
     return sorted(files)
 

@@ -305,3 +305,16 @@ def test_special_files_are_ignored_not_read(tmp_path):
     (tmp_path / "dangling.png").symlink_to(tmp_path / "missing")
     ds = load_dataset(str(tmp_path))
     assert len(ds) == 1 and ds.skipped == 0
+
+
+def test_hidden_files_and_folders_are_not_data(tmp_path):
+    make_class_folder(tmp_path / "set", classes=("a", "b"), per_class=2)
+    (tmp_path / "set" / ".ipynb_checkpoints").mkdir()
+    (tmp_path / "set" / ".ipynb_checkpoints" / "x.png").write_bytes(png_bytes())
+    (tmp_path / "set" / "a" / "._0.png").write_bytes(b"AppleDouble metadata")
+    ds = load_dataset(str(tmp_path / "set"))
+    assert ds.class_names == ("a", "b") and len(ds) == 4 and ds.skipped == 0
+    path = zip_with(tmp_path, [("r/a/1.png", png_bytes(1)), ("r/b/1.png", png_bytes(2)), ("__MACOSX/r/a/._1.png", b"x"),
+                               ("r/.hidden/1.png", png_bytes(3))])
+    z = load_dataset(str(path))
+    assert z.class_names == ("a", "b") and len(z) == 2 and z.skipped == 0
