@@ -8,8 +8,9 @@ t0=$SECONDS
 VENV=${GANHUB_TEST_VENV:-.venv-test}
 rm -rf "$VENV"
 ${PYTHON:-python3} -m venv "$VENV"
-export PYTHON="$PWD/$VENV/bin/python"
-[[ "$VENV" = /* ]] && export PYTHON="$VENV/bin/python"
+[[ "$VENV" = /* ]] || VENV="$PWD/$VENV"
+source "$VENV/bin/activate"  # the suite runs console scripts (ganhub, torchrun) as a user would
+export PYTHON="$VENV/bin/python"
 scripts/install.sh --test
 echo "==> deptry: every imported distribution is declared in pyproject.toml (tests' in the test extra)"
 $PYTHON -m deptry .
