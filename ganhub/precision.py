@@ -18,6 +18,7 @@ from ganhub.errors import ConfigError
 
 PRECISIONS = ("auto", "bf16", "fp32")
 _AUTOCAST_TYPES = ("cpu", "cuda", "mps", "xpu")
+_CPUINFO = "/proc/cpuinfo"  # Linux; elsewhere torch's probe decides
 
 
 @functools.lru_cache(maxsize=1)
@@ -30,7 +31,7 @@ def _cpu_bf16() -> bool:
     except (AttributeError, RuntimeError):
         pass
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(_CPUINFO) as f:
             for line in f:
                 if line.startswith("flags"):
                     flags = set(line.split(":", 1)[1].split())
