@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ganhub.precision import fp32
+
 
 def bce_d(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: float = 1.0) -> torch.Tensor:
     """Goodfellow et al. 2014, eq. 1 for D. `real_label` < 1 is one-sided label smoothing (Salimans et al. 2016)."""
@@ -40,19 +42,29 @@ def hinge_g(fake_scores: torch.Tensor) -> torch.Tensor:
     return -fake_scores.mean()
 
 
-def gradient_penalty(D, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+def _call_D(D, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    return D(x) if labels is None else D(x, labels)
+
+
+def gradient_penalty(D, real: torch.Tensor, fake: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
     """Gulrajani et al. 2017, eq. 3: E[(||grad D(x_hat)||_2 - 1)^2], x_hat on lines between real and fake.
 
-    One interpolation coefficient per sample, drawn from U[0, 1].
+    One interpolation coefficient per sample, drawn from U[0, 1]. Runs in fp32 even under autocast.
+    For a conditional D pass the labels x_hat is judged under (the real batch's, typically).
     """
-    eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype)
-    x_hat = (eps * real.detach() + (1 - eps) * fake.detach()).requires_grad_(True)
-    (grad,) = torch.autograd.grad(D(x_hat).sum(), x_hat, create_graph=True)
-    return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
+    with fp32():
+        real, fake = real.detach().float(), fake.detach().float()
+        eps = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device, dtype=real.dtype)
+        x_hat = (eps * real + (1 - eps) * fake).requires_grad_(True)
+        (grad,) = torch.autograd.grad(_call_D(D, x_hat, labels).sum(), x_hat, create_graph=True)
+        return (grad.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
 
 
-def r1_penalty(D, real: torch.Tensor) -> torch.Tensor:
-    """Mescheder et al. 2018, eq. 9: E[||grad D(x)||^2] on real data (multiply by gamma/2 yourself)."""
-    x = real.detach().requires_grad_(True)
-    (grad,) = torch.autograd.grad(D(x).sum(), x, create_graph=True)
-    return grad.flatten(1).pow(2).sum(1).mean()
+def r1_penalty(D, real: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """Mescheder et al. 2018, eq. 9: E[||grad D(x)||^2] on real data (multiply by gamma/2 yourself).
+
+    Runs in fp32 even under autocast."""
+    with fp32():
+        x = real.detach().float().requires_grad_(True)
+        (grad,) = torch.autograd.grad(_call_D(D, x, labels).sum(), x, create_graph=True)
+        return grad.flatten(1).pow(2).sum(1).mean()

@@ -2,6 +2,7 @@
 
 Strided transposed convs in G, strided convs in D; BatchNorm everywhere except G's output and D's input;
 ReLU + Tanh output in G; LeakyReLU(0.2) in D; weights from N(0, 0.02); BCE with the non-saturating G loss.
+G is ganhub.nets.DCGANGenerator (shared with wgan-gp and sngan).
 
 Defaults are tuned for quality per CPU-minute rather than copied from the paper: narrower networks
 (g_width=d_width=48 instead of 64/128) and an EMA of G (see ganhub.train) give recognisable garments
@@ -10,7 +11,6 @@ after a few minutes on a 2-core CPU; `benchmarks/train_budget.py` measures it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -18,55 +18,20 @@ from torch import nn
 
 from ganhub.errors import ConfigError
 from ganhub.losses import bce_d, nonsaturating_g
-from ganhub.variant import BaseConfig, Variant
+from ganhub.nets import DCGANGenerator, dcgan_init, n_stages
+from ganhub.variant import BaseConfig, Variant, bounded
 
 
 @dataclass
 class Config(BaseConfig):
     z_dim: int = 64
-    g_width: int = 48  # channels of G's last hidden layer; doubles toward the 4x4 input
-    d_width: int = 48  # channels of D's first layer; doubles toward the 4x4 output
-    label_smoothing: float = 0.0  # one-sided: D's real targets become 1 - this (Salimans et al. 2016)
+    g_width: int = bounded(48, ge=1, le=1024)  # channels of G's last hidden layer; doubles toward the 4x4 input
+    d_width: int = bounded(48, ge=1, le=1024)  # channels of D's first layer; doubles toward the 4x4 output
+    label_smoothing: float = bounded(0.0, ge=0, lt=1)  # one-sided: D's real targets become 1 - this (Salimans et al. 2016)
     batch_size: int = 64
     lr_g: float = 2e-4  # paper: 2e-4
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)  # paper: beta1 = 0.5 for stability
-
-
-def n_stages(resolution: int) -> int:
-    n = int(math.log2(resolution)) - 2 if resolution >= 8 else -1
-    if n < 1 or 4 * 2**n != resolution:
-        raise ConfigError(f"resolution must be a power of two >= 8 (e.g. 32 or 64), got {resolution}")
-    return n
-
-
-def init_weights(m: nn.Module) -> None:
-    """Radford et al. 2015, sec. 4: all weights from N(0, 0.02); BN scale from N(1, 0.02)."""
-    if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.normal_(m.weight, 0.0, 0.02)
-    elif isinstance(m, nn.BatchNorm2d):
-        nn.init.normal_(m.weight, 1.0, 0.02)
-        nn.init.zeros_(m.bias)
-
-
-class Generator(nn.Module):
-    def __init__(self, cfg: Config):
-        super().__init__()
-        n = n_stages(cfg.resolution)
-        widths = [cfg.g_width * 2 ** (n - 1 - i) for i in range(n)]  # e.g. 32px: [4w, 2w, w]
-        layers: list[nn.Module] = [  # (B, z, 1, 1) -> (B, widths[0], 4, 4)
-            nn.ConvTranspose2d(cfg.z_dim, widths[0], 4, 1, 0, bias=False),
-            nn.BatchNorm2d(widths[0]),
-            nn.ReLU(True),
-        ]
-        for a, b in zip(widths, widths[1:]):  # (B, a, H, W) -> (B, b, 2H, 2W)
-            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
-        layers += [nn.ConvTranspose2d(widths[-1], cfg.channels, 4, 2, 1), nn.Tanh()]  # no BN on the output
-        self.net = nn.Sequential(*layers)
-        self.apply(init_weights)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, z_dim) -> (B, C, R, R)
-        return self.net(z[:, :, None, None])
 
 
 class Discriminator(nn.Module):
@@ -79,14 +44,16 @@ class Discriminator(nn.Module):
             layers += [nn.Conv2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.LeakyReLU(0.2, True)]
         layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0))  # (B, 4w, 4, 4) -> (B, 1, 1, 1)
         self.net = nn.Sequential(*layers)
-        self.apply(init_weights)
+        self.apply(dcgan_init)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, R, R) -> (B,) logits
         return self.net(x).flatten()
 
 
 def build(cfg: Config) -> tuple[nn.Module, nn.Module]:
-    return Generator(cfg), Discriminator(cfg)
+    if cfg.num_classes:
+        raise ConfigError("dcgan is unconditional; --set num_classes=0, or use sngan for a class-conditional GAN")
+    return DCGANGenerator(cfg.z_dim, cfg.channels, cfg.resolution, cfg.g_width, init="dcgan"), Discriminator(cfg)
 
 
 def loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):

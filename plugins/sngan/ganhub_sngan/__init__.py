@@ -1,29 +1,28 @@
-"""SNGAN (Miyato et al. 2018): spectral normalisation on every D layer, hinge loss.
+"""SNGAN (Miyato et al. 2018): spectral normalisation on every D layer, hinge loss; class-conditional
+with a projection discriminator (Miyato & Koyama 2018) when num_classes > 0.
 
 D is the paper's "standard CNN" (Table 3) shrunk for CPU: 3x3/4x4 conv pairs with LeakyReLU(0.1),
-spectrally normalised through torch.nn.utils.parametrizations.spectral_norm (one power iteration per
-step, as in the paper). G is DCGAN's.
+spectrally normalised (one power iteration per step, as in the paper, kept in fp32 by
+ganhub.nets.spectral_norm). G is ganhub.nets.DCGANGenerator, with conditional BatchNorm when conditional.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.parametrizations import spectral_norm
 
-from ganhub.errors import ConfigError
 from ganhub.losses import hinge_d, hinge_g
-from ganhub.variant import BaseConfig, Variant
+from ganhub.nets import DCGANGenerator, n_stages, spectral_norm
+from ganhub.variant import BaseConfig, Variant, bounded
 
 
 @dataclass
 class Config(BaseConfig):
     z_dim: int = 64
-    g_width: int = 48  # channels of G's last hidden layer; doubles toward the 4x4 input
-    d_width: int = 32  # channels of D's first block; doubles per block
+    g_width: int = bounded(48, ge=1, le=1024)  # channels of G's last hidden layer; doubles toward the 4x4 input
+    d_width: int = bounded(32, ge=1, le=1024)  # channels of D's first block; doubles per block
     batch_size: int = 64
     # Miyato et al. 2018, Table 1 setting C (lr 2e-4, betas (0.5, 0.999), one D step per G step): the
     # setting where SN stayed strong while other normalisations failed, and DCGAN's own, so sngan vs
@@ -35,33 +34,9 @@ class Config(BaseConfig):
     n_critic: int = 1
 
 
-def n_stages(resolution: int) -> int:
-    n = int(math.log2(resolution)) - 2 if resolution >= 8 else -1
-    if n < 1 or 4 * 2**n != resolution:
-        raise ConfigError(f"resolution must be a power of two >= 8 (e.g. 32 or 64), got {resolution}")
-    return n
-
-
-class Generator(nn.Module):
-    def __init__(self, cfg: Config):
-        super().__init__()
-        n = n_stages(cfg.resolution)
-        widths = [cfg.g_width * 2 ** (n - 1 - i) for i in range(n)]
-        layers: list[nn.Module] = [  # (B, z, 1, 1) -> (B, widths[0], 4, 4)
-            nn.ConvTranspose2d(cfg.z_dim, widths[0], 4, 1, 0, bias=False),
-            nn.BatchNorm2d(widths[0]),
-            nn.ReLU(True),
-        ]
-        for a, b in zip(widths, widths[1:]):  # (B, a, H, W) -> (B, b, 2H, 2W)
-            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
-        layers += [nn.ConvTranspose2d(widths[-1], cfg.channels, 4, 2, 1), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, z_dim) -> (B, C, R, R)
-        return self.net(z[:, :, None, None])
-
-
 class Discriminator(nn.Module):
+    """phi(x) -> psi(phi) (+ <embed(y), phi> when conditional: the projection of Miyato & Koyama 2018, eq. 3)."""
+
     def __init__(self, cfg: Config):
         super().__init__()
         n = n_stages(cfg.resolution)
@@ -75,27 +50,41 @@ class Discriminator(nn.Module):
             ]
             c_in = c
         self.features = nn.Sequential(*layers)
-        self.head = spectral_norm(nn.Linear(c_in * 16, 1))  # (B, c, 4, 4) -> (B, 1)
+        self.head = spectral_norm(nn.Linear(c_in * 16, 1))  # (B, c * 4 * 4) -> (B, 1)
+        # one spectrally normalised embedding row per class, projected onto the features
+        self.embed = spectral_norm(nn.Embedding(cfg.num_classes, c_in * 16)) if cfg.num_classes else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, R, R) -> (B,) scores
-        return self.head(self.features(x).flatten(1)).squeeze(1)
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:  # (B, C, R, R) -> (B,)
+        if (labels is not None) != (self.embed is not None):
+            raise ValueError("this D is " + ("class-conditional: call D(x, labels)" if self.embed is not None
+                                             else "unconditional: call D(x)"))
+        h = self.features(x).flatten(1)
+        out = self.head(h).squeeze(1)
+        if self.embed is not None:
+            out = out + (self.embed(labels) * h).sum(1)
+        return out
 
 
 def build(cfg: Config) -> tuple[nn.Module, nn.Module]:
-    return Generator(cfg), Discriminator(cfg)
+    G = DCGANGenerator(cfg.z_dim, cfg.channels, cfg.resolution, cfg.g_width, num_classes=cfg.num_classes, init="torch")
+    return G, Discriminator(cfg)
+
+
+def judge(D, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    return D(x) if labels is None else D(x, labels)
 
 
 def loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):
     if phase == "D":
-        l_d = hinge_d(D(real), D(fake))
+        l_d = hinge_d(judge(D, real, real_labels), judge(D, fake, fake_labels))
         return l_d, {"loss_D": l_d.item()}
-    l_g = hinge_g(D(fake))
+    l_g = hinge_g(judge(D, fake, fake_labels))
     return l_g, {"loss_G": l_g.item()}
 
 
 variant = Variant(
     name="sngan",
-    summary="Spectrally normalised D, hinge loss (Miyato et al. 2018).",
+    summary="Spectrally normalised D, hinge loss (Miyato et al. 2018); projection D when num_classes > 0.",
     config_cls=Config,
     build=build,
     loss=loss,

@@ -17,22 +17,23 @@ from torch import nn
 
 from ganhub.errors import ConfigError
 from ganhub.losses import nonsaturating_g, r1_penalty
-from ganhub.variant import BaseConfig, Variant
+from ganhub.variant import BaseConfig, Variant, bounded
 
+CHANNELS_LAST = True
 SQRT2 = math.sqrt(2.0)  # gain after leaky ReLU keeps activations at unit variance (equalised lr)
 
 
 @dataclass
 class Config(BaseConfig):
     z_dim: int = 64
-    w_dim: int = 128  # size of the intermediate latent w
-    mapping_layers: int = 4  # paper: 8; 4 suffice at this scale
-    g_width: int = 64  # channels of every synthesis block
-    d_width: int = 32  # channels of D's first block; doubles per block, capped at 4x
-    mixing_prob: float = 0.9  # style-mixing regularisation probability (paper: 0.9)
-    w_avg_beta: float = 0.995  # tracked mean of w for truncation
-    r1_gamma: float = 0.05  # R1 weight; ~0.0002 * res^2 / batch heuristic of StyleGAN2-ADA, rounded up
-    r1_interval: int = 16  # lazy regularisation: R1 every this many steps (paper: 16)
+    w_dim: int = bounded(128, ge=1, le=4096)  # size of the intermediate latent w
+    mapping_layers: int = bounded(4, ge=1, le=32)  # paper: 8; 4 suffice at this scale
+    g_width: int = bounded(64, ge=1, le=1024)  # channels of every synthesis block
+    d_width: int = bounded(32, ge=1, le=1024)  # channels of D's first block; doubles per block, capped at 4x
+    mixing_prob: float = bounded(0.9, ge=0, le=1)  # style-mixing regularisation probability (paper: 0.9)
+    w_avg_beta: float = bounded(0.995, ge=0, le=1)  # tracked mean of w for truncation
+    r1_gamma: float = bounded(0.05, ge=0, le=1e4)  # R1 weight; ~0.0002 * res^2 / batch heuristic of StyleGAN2-ADA, rounded up
+    r1_interval: int = bounded(16, ge=1, le=10000)  # lazy regularisation: R1 every this many steps (paper: 16)
     batch_size: int = 32
     lr_g: float = 2e-3  # paper: 2.5e-3 with equalised lr
     lr_d: float = 2e-3
@@ -64,9 +65,12 @@ class EqualConv2d(nn.Module):
 
 
 class ModulatedConv(nn.Module):
-    """Karras et al. 2020, eq. 1-3, in the non-fused form (scale inputs, shared conv, scale outputs).
+    """Karras et al. 2020, eq. 1-3, in the non-fused form (StyleGAN2's fused_modconv=False): scale the
+    input activations per sample, one shared conv for the batch, scale the outputs per sample. The same
+    function as building per-sample weights, and far faster on CPUs.
 
-    The non-fused form is mathematically identical to per-sample weights and much faster on CPUs.
+    The style scaling runs before the upsampling (bilinear is linear per channel, so they commute; 4x
+    fewer multiplications); bias, demodulation and an optional output `gain` share one fused pass.
     """
 
     def __init__(self, c_in: int, c_out: int, k: int, w_dim: int, demodulate: bool = True, up: bool = False):
@@ -76,20 +80,22 @@ class ModulatedConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(c_out))
         self.w_gain, self.demodulate, self.up = 1 / math.sqrt(c_in * k * k), demodulate, up
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:  # (B, Cin, H, W) -> (B, Cout, H', W')
+    def forward(self, x: torch.Tensor, w: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        """(B, Cin, H, W), w (B, w_dim) -> gain * (demod(conv(up(x * s))) + bias): (B, Cout, H', W')."""
         s = self.affine(w)  # (B, Cin)
         weight = self.weight * self.w_gain
+        x = x * s[:, :, None, None]
         if self.up:
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-        x = F.conv2d(x * s[:, :, None, None], weight, padding=weight.shape[-1] // 2)
-        if self.demodulate:  # eq. 3: sigma_j = sqrt(sum_{i,k} (s_i w_ijk)^2)
+        x = F.conv2d(x, weight, padding=weight.shape[-1] // 2)
+        if self.demodulate:  # eq. 3: sigma_j = sqrt(sum_{i,k} (s_i w_ijk)^2); x / sigma_j
             d = torch.rsqrt(s.pow(2) @ weight.pow(2).sum((2, 3)).t() + 1e-8)  # (B, Cout)
-            x = x * d[:, :, None, None]
-        return x + self.bias[None, :, None, None]
+            return torch.addcmul((self.bias * gain)[None, :, None, None], x, (d * gain)[:, :, None, None])
+        return x * gain + (self.bias * gain)[None, :, None, None] if gain != 1.0 else x + self.bias[None, :, None, None]
 
 
 class StyleLayer(nn.Module):
-    """Modulated conv + per-pixel noise with a learned per-layer strength + leaky ReLU."""
+    """Modulated conv + per-pixel noise with a learned per-layer strength + leaky ReLU (times sqrt 2)."""
 
     def __init__(self, c_in: int, c_out: int, w_dim: int, up: bool = False):
         super().__init__()
@@ -97,9 +103,10 @@ class StyleLayer(nn.Module):
         self.noise_strength = nn.Parameter(torch.zeros(()))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x, w)
+        # lrelu(y) * sqrt2 == lrelu(y * sqrt2): the gain is folded into the conv's fused output pass
+        x = self.conv(x, w, gain=SQRT2)
         noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
-        return F.leaky_relu(x + noise * self.noise_strength, 0.2) * SQRT2
+        return F.leaky_relu_(x.addcmul_(noise, self.noise_strength * SQRT2), 0.2)
 
 
 class Generator(nn.Module):
@@ -135,6 +142,8 @@ class Generator(nn.Module):
         if ws.dim() == 2:
             ws = ws[:, None].expand(-1, self.num_ws, -1)
         x = self.const[None].expand(ws.shape[0], -1, -1, -1)
+        if CHANNELS_LAST and x.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.convs[0](x, ws[:, 0])
         img = self.to_rgb[0](x, ws[:, 1])
         for b in range(1, len(self.to_rgb)):  # each block: up-conv, conv, toRGB added to the upsampled image
@@ -142,6 +151,7 @@ class Generator(nn.Module):
             x = self.convs[2 * b](x, ws[:, 2 * b])
             img = F.interpolate(img, scale_factor=2, mode="bilinear", align_corners=False)
             img = img + self.to_rgb[b](x, ws[:, min(2 * b + 1, self.num_ws - 1)])
+        img = img.contiguous()
         return img.clamp(-1, 1) if not self.training else img
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -183,6 +193,8 @@ class Discriminator(nn.Module):
 
 
 def build(cfg: Config) -> tuple[nn.Module, nn.Module]:
+    if cfg.num_classes:
+        raise ConfigError("stylegan-lite is unconditional; --set num_classes=0, or use sngan for a class-conditional GAN")
     return Generator(cfg), Discriminator(cfg)
 
 

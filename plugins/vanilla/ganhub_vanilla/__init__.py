@@ -10,24 +10,25 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ganhub.errors import ConfigError
 from ganhub.losses import bce_d, nonsaturating_g
-from ganhub.variant import BaseConfig, Variant
+from ganhub.variant import BaseConfig, Variant, bounded
 
 
 @dataclass
 class Config(BaseConfig):
     z_dim: int = 64
-    g_hidden: int = 512  # width of G's hidden layers
-    d_hidden: int = 512  # width of D's hidden layers
-    layers: int = 3  # hidden layers in each network
+    g_hidden: int = bounded(512, ge=1, le=65536)  # width of G's hidden layers
+    d_hidden: int = bounded(512, ge=1, le=65536)  # width of D's hidden layers
+    layers: int = bounded(3, ge=1, le=64)  # hidden layers in each network
     # On Fashion-MNIST the plain MLP pair collapsed onto tops (8/10 classes, recall 0.00 at 8,000
     # steps); BatchNorm in G plus the 2014 paper's dropout in D reached 9/10 and recall 0.04 at 80,000.
     g_batchnorm: bool = True  # BatchNorm1d before each of G's activations
-    d_dropout: float = 0.3  # dropout after each of D's hidden layers (Goodfellow et al. 2014 used it)
+    d_dropout: float = bounded(0.3, ge=0, lt=1)  # dropout after each of D's hidden layers (Goodfellow et al. 2014 used it)
     # ganhub's usual 1 kimg EMA (16 steps here) still under-produced pullovers at 80,000 steps (1.6 % of
     # samples, FID 227); averaging G over 10 kimg, same training otherwise, gave 3.8 % and FID 152 (weights/vanilla).
     ema_half_life_kimg: float = 10.0  # overrides BaseConfig's 1.0
-    label_smoothing: float = 0.0  # one-sided: D's real targets become 1 - this (Salimans et al. 2016)
+    label_smoothing: float = bounded(0.0, ge=0, lt=1)  # one-sided: D's real targets become 1 - this (Salimans et al. 2016)
     batch_size: int = 64
     lr_g: float = 2e-4
     lr_d: float = 2e-4
@@ -75,6 +76,8 @@ class Discriminator(nn.Module):
 
 
 def build(cfg: Config) -> tuple[nn.Module, nn.Module]:
+    if cfg.num_classes:
+        raise ConfigError("vanilla is unconditional; --set num_classes=0, or use sngan for a class-conditional GAN")
     return Generator(cfg), Discriminator(cfg)
 
 

@@ -2,12 +2,11 @@
 
 Algorithm 1 of the paper: lambda = 10, n_critic = 5, Adam(1e-4, betas=(0, 0.9)); one interpolation
 coefficient per sample; the critic has no BatchNorm (the penalty is per sample, BN would couple samples).
-G is the DCGAN generator (a deliberate small copy, so this file reads on its own).
+G is ganhub.nets.DCGANGenerator with PyTorch's default init (as the bundled weights were trained).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -15,46 +14,21 @@ from torch import nn
 
 from ganhub.errors import ConfigError
 from ganhub.losses import gradient_penalty, wasserstein_d, wasserstein_g
-from ganhub.variant import BaseConfig, Variant
+from ganhub.nets import DCGANGenerator, n_stages
+from ganhub.variant import BaseConfig, Variant, bounded
 
 
 @dataclass
 class Config(BaseConfig):
     z_dim: int = 64
-    g_width: int = 48  # channels of G's last hidden layer; doubles toward the 4x4 input
-    d_width: int = 48  # channels of the critic's first layer; doubles toward the 4x4 output
-    gp_lambda: float = 10.0  # gradient-penalty weight (paper: 10)
+    g_width: int = bounded(48, ge=1, le=1024)  # channels of G's last hidden layer; doubles toward the 4x4 input
+    d_width: int = bounded(48, ge=1, le=1024)  # channels of the critic's first layer; doubles toward the 4x4 output
+    gp_lambda: float = bounded(10.0, ge=0, le=1e4)  # gradient-penalty weight (paper: 10)
     batch_size: int = 64
     lr_g: float = 1e-4  # paper: 1e-4 for both
     lr_d: float = 1e-4
     betas: tuple[float, float] = (0.0, 0.9)  # paper: (0, 0.9)
     n_critic: int = 5  # critic updates per G update (paper: 5)
-
-
-def n_stages(resolution: int) -> int:
-    n = int(math.log2(resolution)) - 2 if resolution >= 8 else -1
-    if n < 1 or 4 * 2**n != resolution:
-        raise ConfigError(f"resolution must be a power of two >= 8 (e.g. 32 or 64), got {resolution}")
-    return n
-
-
-class Generator(nn.Module):
-    def __init__(self, cfg: Config):
-        super().__init__()
-        n = n_stages(cfg.resolution)
-        widths = [cfg.g_width * 2 ** (n - 1 - i) for i in range(n)]
-        layers: list[nn.Module] = [  # (B, z, 1, 1) -> (B, widths[0], 4, 4)
-            nn.ConvTranspose2d(cfg.z_dim, widths[0], 4, 1, 0, bias=False),
-            nn.BatchNorm2d(widths[0]),
-            nn.ReLU(True),
-        ]
-        for a, b in zip(widths, widths[1:]):  # (B, a, H, W) -> (B, b, 2H, 2W)
-            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
-        layers += [nn.ConvTranspose2d(widths[-1], cfg.channels, 4, 2, 1), nn.Tanh()]
-        self.net = nn.Sequential(*layers)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (B, z_dim) -> (B, C, R, R)
-        return self.net(z[:, :, None, None])
 
 
 class Critic(nn.Module):
@@ -73,13 +47,15 @@ class Critic(nn.Module):
 
 
 def build(cfg: Config) -> tuple[nn.Module, nn.Module]:
-    return Generator(cfg), Critic(cfg)
+    if cfg.num_classes:
+        raise ConfigError("wgan-gp is unconditional; --set num_classes=0, or use sngan for a class-conditional GAN")
+    return DCGANGenerator(cfg.z_dim, cfg.channels, cfg.resolution, cfg.g_width, init="torch"), Critic(cfg)
 
 
 def loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):
     if phase == "D":
         w = wasserstein_d(D(real), D(fake))
-        gp = gradient_penalty(D, real, fake)
+        gp = gradient_penalty(D, real, fake)  # in fp32 under autocast
         total = w + cfg.gp_lambda * gp
         # -w estimates the Wasserstein distance; it is the number to watch in a WGAN run
         return total, {"loss_D": total.item(), "w_dist": -w.item(), "gp": gp.item()}
