@@ -418,6 +418,12 @@ def _is_grid_path(out: Path) -> bool:
     return out.suffix.lower() == ".png"
 
 
+def _out_path(out: str | Path) -> Path:
+    if not str(out).strip():  # Path("") is ".": never write into the working directory by accident
+        raise OutputError("no output path given; use a path ending in .png for a grid, or a directory")
+    return Path(out)
+
+
 def _prepare_dir(out: Path, target: Path | None = None) -> None:
     """mkdir -p `out` (the folder of `target` when writing a grid) or one line saying why not."""
     target = target or out
@@ -470,7 +476,7 @@ def _write_dir(chunks: Iterator[torch.Tensor], out: Path, n: int) -> Path:
 def save_images(images: torch.Tensor, out: str | Path, nrow: int | None = None) -> Path:
     """PATH ending in .png: one grid (at most MAX_GRID images); otherwise a directory of PNGs 000000.png, ...
     (what FID tools read)."""
-    out = Path(out)
+    out = _out_path(out)
     if _is_grid_path(out):
         return _write_grid(to_grid(images, nrow=nrow), out)
     return _write_dir(iter(images.split(BATCH)), out, len(images))
@@ -479,7 +485,7 @@ def save_images(images: torch.Tensor, out: str | Path, nrow: int | None = None) 
 def write_samples(G: nn.Module, n: int, seed: int, out: str | Path, *, truncation: float = 1.0, labels=None) -> Path:
     """`sample(G, n, seed, ...)` written to `out`: a .png grid (at most MAX_GRID images, MAX_SCATTER points;
     checked before any work) or a directory of PNGs streamed chunk by chunk (any n, bounded memory)."""
-    out = Path(out)
+    out = _out_path(out)
     n = check_n(n)
     if _is_grid_path(out):
         limit = MAX_GRID

@@ -236,6 +236,11 @@ def test_output_paths_fail_in_one_line_and_keep_the_old_grid(tmp_path, monkeypat
     assert a_file.read_text() == "x"
     with pytest.raises(S.OutputError, match="cannot"):
         S.write_samples(G, 4, 0, Path("/proc/ganhub-test/x"))
+    for empty in ("", " "):
+        with pytest.raises(S.OutputError, match="no output path"):
+            S.write_samples(G, 4, 0, empty)
+        with pytest.raises(S.OutputError, match="no output path"):
+            S.save_images(torch.zeros(2, 1, 4, 4), empty)
 
     grid = tmp_path / "grid.png"
     S.write_samples(G, 4, 0, grid)
