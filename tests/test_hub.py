@@ -293,3 +293,15 @@ def test_unreachable_hub_fails_fast(tmp_path, monkeypatch, capsys):
     t = time.time()
     assert main(["pull", "tester/anything"]) == 2
     assert "cannot reach the Hub" in capsys.readouterr().err and time.time() - t < 30
+
+
+def test_card_of_a_conditional_model(tmp_path):
+    v = registry.get("sngan")
+    cfg = v.make_config(**{**dict(v.test_config), "num_classes": 10})
+    G, _ = build_models(v, cfg)
+    out = tmp_path / "cond"
+    save_generator(out, G, variant=v, cfg=cfg, step=1, recipe={"dataset": "fashion-mnist", "steps": 1, "seed": 0})
+    card = str(model_card(out, repo_id="me/cond"))
+    assert "10 classes (class-conditional)" in card and "sample(G, 64, seed=0, labels=3)" in card
+    assert "class-conditional" in front_matter(card)["tags"] and "https://arxiv.org/abs/1802.05957" in card
+    assert (out / "README.md").exists() is False  # building a card writes nothing

@@ -288,3 +288,18 @@ def test_style_mix_and_truncation_with_classes():
     assert (x1.mean() > x0.mean()).item()
     with pytest.raises(ConfigError, match="from 0 to 1"):
         style_mix(G, [1], [2], label=2)
+
+
+def test_a_conditional_plugin_samples_by_class():
+    v = registry.get("sngan")
+    torch.manual_seed(0)
+    G, _ = build_models(v, v.make_config(**{**dict(v.test_config), "num_classes": 3}))
+    with torch.no_grad():  # at init every class has the same conditional-BatchNorm gain/shift: make them differ
+        for name, p in G.named_parameters():
+            if "shift" in name:
+                p.normal_()
+    G.eval()
+    a, b = sample(G, 4, seed=0, labels=0), sample(G, 4, seed=0, labels=2)
+    assert a.shape == (4, 1, 32, 32) and not torch.equal(a, b)  # same latents, another class
+    assert torch.equal(sample(G, 4, seed=0), sample(G, 4, seed=0))
+    assert S.class_grid(G, 2, seed=0).size == (2 * 34 + 2, 3 * 34 + 2)
