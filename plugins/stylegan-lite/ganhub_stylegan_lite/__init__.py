@@ -158,7 +158,7 @@ class Generator(nn.Module):
         w = self.mapping(z)
         if self.training:
             with torch.no_grad():  # track the mean w used by truncation
-                self.w_avg.copy_(w.detach().mean(0).lerp(self.w_avg, self.cfg.w_avg_beta))
+                self.w_avg.copy_(w.detach().float().mean(0).lerp(self.w_avg, self.cfg.w_avg_beta))  # fp32 under autocast
         ws = w[:, None].repeat(1, self.num_ws, 1)
         if self.training and self.cfg.mixing_prob > 0 and torch.rand(()) < self.cfg.mixing_prob:
             cutoff = int(torch.randint(1, self.num_ws, ()))  # style mixing: layers >= cutoff use a second z
