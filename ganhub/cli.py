@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -45,15 +46,25 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 otherwise): only rank 0 talks."""
+    try:
+        return int(os.environ.get("RANK", "0") or 0)
+    except ValueError:
+        return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from ganhub.run import RunFolder
     from ganhub.train import train
 
     events = train(
         args.variant, dataset=args.dataset, steps=args.steps, out=args.out, seed=args.seed,
         batch_size=args.batch_size, overrides=parse_sets(args.set), device=args.device, resume=args.resume,
         preview_every=args.preview_every, checkpoint_every=args.checkpoint_every, limit=args.limit,
+        precision=args.precision, sync_bn=args.sync_bn,
     )
     bar = None
     try:
@@ -74,7 +85,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        print(f"interrupted; the last checkpoint in {args.out} is kept: continue with --resume", file=sys.stderr)
+        if _rank() == 0:
+            step = RunFolder(args.out).checkpoint_step()
+            print(f"interrupted; the checkpoint in {args.out} (step {step}) is kept: continue with --resume" if step is not None
+                  else f"interrupted before the first checkpoint; there is nothing to resume in {args.out}", file=sys.stderr)
         return 130
     finally:
         if bar is not None:
@@ -83,15 +97,31 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from ganhub.sample import sample, save_images
+    from ganhub.sample import class_grid, write_samples
     from ganhub.source import load_generator
 
-    if args.n < 1:
-        raise ConfigError(f"--n must be at least 1, got {args.n}")
+    if args.n is not None and args.grid_per_class is not None:
+        raise ConfigError("--n and --grid-per-class exclude each other: a class grid has per-class x classes images")
+    if args.grid_per_class is not None and args.class_ is not None:
+        raise ConfigError("--class and --grid-per-class exclude each other: the grid shows every class")
+    if args.grid_per_class is not None and not str(args.out).lower().endswith(".png"):
+        raise ConfigError(f"--grid-per-class writes one grid: give --out a path ending in .png, got {args.out!r}")
     loaded = load_generator(args.source, device=args.device)
-    images = sample(loaded.G, args.n, args.seed, truncation=args.truncation)
-    path = save_images(images, args.out)
-    print(f"wrote {args.n} samples of {loaded.name} (seed {args.seed}) to {path}")
+    k = int(getattr(loaded.G, "num_classes", 0) or 0)
+    if (args.class_ is not None or args.grid_per_class is not None) and not k:
+        raise ConfigError(f"{args.source} is unconditional (no classes); drop --class / --grid-per-class")
+    if args.class_ is not None and not 0 <= args.class_ < k:
+        raise ConfigError(f"--class must be from 0 to {k - 1} for {args.source}, got {args.class_}")
+    if args.grid_per_class is not None:
+        from ganhub.sample import _write_grid
+
+        path = _write_grid(class_grid(loaded.G, args.grid_per_class, args.seed, truncation=args.truncation), Path(args.out))
+        print(f"wrote a {k}-class grid of {loaded.name} ({args.grid_per_class} per class, seed {args.seed}) to {path}")
+        return 0
+    n = 64 if args.n is None else args.n
+    path = write_samples(loaded.G, n, args.seed, args.out, truncation=args.truncation, labels=args.class_)
+    which = f" of class {args.class_}" if args.class_ is not None else ""
+    print(f"wrote {n} samples{which} of {loaded.name} (seed {args.seed}) to {path}")
     return 0
 
 
@@ -116,24 +146,30 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", required=True, help="fashion-mnist, mnist, cifar10, ring8, grid25, a folder or a .zip of images")
     s.add_argument("--steps", type=int, required=True, help="total G updates of the run folder (resume continues up to it)")
     s.add_argument("--out", required=True, type=Path, help="run folder")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--batch-size", type=int)
+    s.add_argument("--seed", type=int, help="default 0 (a resumed run keeps its own)")
+    s.add_argument("--batch-size", type=int, help="per process (the global batch is this x processes)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
     s.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
     s.add_argument("--resume", action="store_true", help="continue the run in --out up to --steps")
     s.add_argument("--limit", type=int, help="use only the first N images of the dataset")
     s.add_argument("--preview-every", type=int)
     s.add_argument("--checkpoint-every", type=int)
+    s.add_argument("--precision", choices=["auto", "bf16", "fp32"],
+                   help="auto (default): bf16 autocast where the hardware does bf16 natively, else fp32")
+    s.add_argument("--sync-bn", action="store_true", default=None,
+                   help="SyncBatchNorm across processes (torchrun on GPUs; no effect in one process)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="sample images from a run folder, weights name or Hub repo")
     s.add_argument("source", nargs="?", default="dcgan",
                    help="run folder, bundled weights name (default: dcgan) or Hub repo id user/repo[@revision]")
-    s.add_argument("--n", type=int, default=64)
+    s.add_argument("--n", type=int, help="number of samples (default 64)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--truncation", type=float, default=1.0, help="psi < 1 trades diversity for quality (mapping networks only)")
-    s.add_argument("--out", required=True, help="a .png grid, or a directory of PNGs")
+    s.add_argument("--class", dest="class_", type=int, metavar="K", help="draw class K (conditional generators)")
+    s.add_argument("--grid-per-class", type=int, metavar="N", help="one grid row per class, N samples each (a .png)")
+    s.add_argument("--out", required=True, help="a .png grid, or a directory of PNGs (any --n, streamed)")
     s.add_argument("--device")
     s.set_defaults(func=cmd_sample)
 
@@ -153,8 +189,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except GanhubError as e:
-        print(f"error: {e}", file=sys.stderr)
+        if _rank() == 0:  # under torchrun every rank raises the same agreed error: one line, from rank 0
+            print(f"error: {_one_line(str(e))}", file=sys.stderr)
         return 2
+    except OSError as e:  # a path the user gave that cannot be read or written
+        if _rank() == 0:
+            where = f"{e.filename}: " if e.filename else ""
+            print(f"error: {where}{e.strerror or e}; check the path and its permissions", file=sys.stderr)
+        return 2
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -1,28 +1,36 @@
-"""THE training loop: one function for every variant, plus checkpoints with exact resume.
+"""THE training loop: one for every variant, in named parts.
 
-`train()` owns devices, mixed precision, optimisers, the D/G schedule (n_critic), lazy regularisers,
-the EMA of G, health checks, progress events and atomic checkpoints. Variants change training through
-their loss and config only (stylegan2-ada's training_loop is the model).
+    train(...) / train_spec(spec, out)   check everything, then return the Event stream (a generator)
+    PhaseRunner (ganhub.step)             one iteration: D, regularisers, G phases, post_step, schedulers
+    Monitor                               rank 0: loss log, TensorBoard, progress events, health warnings
+    Snapshotter                           rank 0: preview grids, checkpoints (+ EMA generator, config, samples)
 
-Exact resume: data order is a pure function of (seed, epoch); every RNG state is checkpointed; sampling
-for previews runs under a forked RNG. On CPU, N steps + resume to 2N equals 2N steps, bit for bit.
-Multi-GPU: launch with `torchrun --nproc-per-node K -m ganhub.cli train ...`; gradients are averaged
-by hand after each backward (as stylegan2-ada does) so plugins need no DDP wrapper; rank 0 writes.
+A run is a RunSpec (ganhub.run): train() builds one from its arguments, or reads it from the folder
+when resuming, and every file goes through RunFolder. Exact resume: data order is a pure function of
+(seed, epoch, position); weights, optimisers, schedulers and every rank's RNG state are checkpointed;
+previews sample under a forked RNG from a calibrated copy of the EMA. On CPU, N steps + resume to 2N
+equals 2N steps bit for bit, and the command recorded in config.json reproduces the run.
+
+Multi-GPU: `torchrun --nproc-per-node K -m ganhub.cli train ...` (ganhub.distributed): rank 0's initial
+G, D and EMA are broadcast; gradients are averaged in one flattened all_reduce per phase; the EMA
+half-life counts global images; stop, divergence and errors are agreed by all ranks; rank 0 writes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
-import json
 import logging
 import os
-import sys
+import shutil
+import signal
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,27 +38,24 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ganhub import distributed as dist
+from ganhub import errors as _errors
 from ganhub import registry
-from ganhub.data import ImageDataset, load_dataset
+from ganhub.augment import DiffAugment, resolve_policy
+from ganhub.data import ImageDataset, check_classes, load_dataset
 from ganhub.device import pick_device
-from ganhub.errors import ConfigError, DatasetError, FolderError, TrainingDiverged
-from ganhub.run import (
-    CHECKPOINT,
-    MODEL,
-    SAMPLES,
-    atomic_write,
-    config_from_meta,
-    load_state_strict,
-    read_config,
-    read_safetensors,
-    save_generator,
-)
-from ganhub.sample import generate, latents, to_grid
-from ganhub.variant import BaseConfig, Variant, build_models, make_config
+from ganhub.errors import ConfigError, DatasetError, FolderError, GanhubError, TrainingDiverged
+from ganhub.precision import resolve as resolve_precision
+from ganhub.run import BUILTIN_DATASETS, RunFolder, RunSpec, load_state_strict
+from ganhub.sample import generate, latents, scatter, seeded, to_grid
+from ganhub.step import Optimizers, PhaseRunner, make_optimizers
+from ganhub.variant import BaseConfig, Variant, build_models, call_G, config_to_dict, make_config
 
 log = logging.getLogger("ganhub.train")
 
 PREVIEW_N = 64
+TOY_DATASETS = ("ring8", "grid25")
+_KNOWN_SIZES = {"fashion-mnist": 60_000, "mnist": 60_000, "cifar10": 50_000, "ring8": 50_000, "grid25": 50_000}
 
 
 @dataclass
@@ -66,118 +71,287 @@ class Event:
     message: str | None = None
 
 
-# ---------------------------------------------------------------- checkpoint (de)serialisation
-def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer, out: dict[str, torch.Tensor]) -> list:
-    sd = opt.state_dict()
-    for idx, state in sd["state"].items():
-        for k, v in state.items():
-            out[f"{prefix}.state.{idx}.{k}"] = v.detach().cpu().contiguous() if torch.is_tensor(v) else torch.tensor(v)
-    return sd["param_groups"]
+# ================================================================================= entry points
+def train(
+    variant: str | Variant | RunSpec,
+    *,
+    out: str | Path,
+    dataset: str | None = None,
+    steps: int | None = None,
+    seed: int | None = None,
+    batch_size: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    device: str | None = None,
+    resume: bool = False,
+    preview_every: int | None = None,
+    checkpoint_every: int | None = None,
+    log_every: int = 1,
+    stop: threading.Event | None = None,
+    limit: int | None = None,
+    precision: str | None = None,
+    sync_bn: bool | None = None,
+    tensorboard: bool | None = None,
+    command: str | None = None,
+    amp: bool | None = None,
+) -> Iterator[Event]:
+    """Train `variant` on `dataset` up to `steps` iterations into the run folder `out`; returns the Events.
+
+    Everything is checked before any work (GanhubError, one line). `steps` is the target of the folder:
+    with `resume=True` the run recorded in `out` continues up to it (its dataset, seed, config and
+    precision are the recorded ones; passing different ones is refused). `stop.set()` ends the run after
+    the current step with a checkpoint; so does closing the returned generator, and Ctrl-C (then
+    KeyboardInterrupt is raised once the checkpoint is written). TrainingDiverged for NaN/inf losses.
+    `variant` may be a RunSpec (then only `out` and the run options are used). `command` and `amp` are
+    ignored (the command is rendered from the spec; `precision` replaces `amp`).
+    """
+    if command is not None or amp is not None:
+        warnings.warn("train(command=, amp=) are ignored: the recorded command comes from the run spec; "
+                      "use precision='auto'|'bf16'|'fp32'", DeprecationWarning, stacklevel=2)
+        if amp is False and precision is None:
+            precision = "fp32"
+    folder = RunFolder(out)
+    v = variant if isinstance(variant, Variant) else None
+    if isinstance(variant, RunSpec):
+        spec = variant
+    elif resume:
+        spec = _resumed_spec(folder, variant, dataset=dataset, steps=steps, seed=seed, batch_size=batch_size,
+                             overrides=overrides, limit=limit, precision=precision, sync_bn=sync_bn)
+    else:
+        v = registry.get(variant) if isinstance(variant, str) else variant
+        if not isinstance(v, Variant):
+            raise ConfigError(f"train() needs a variant name, a ganhub.variant.Variant or a RunSpec, got {type(variant).__name__}")
+        if dataset is None or steps is None:
+            raise ConfigError("a new run needs a dataset (--dataset) and a number of steps (--steps)")
+        values = dict(overrides or {})
+        if batch_size is not None:
+            values["batch_size"] = batch_size
+        values["data"] = "points" if str(dataset).strip() in TOY_DATASETS else "image"  # follows the dataset
+        cfg = make_config(v.config_cls, values)
+        spec = RunSpec.create(v, cfg, dataset=str(dataset), steps=steps, seed=0 if seed is None else seed, limit=limit,
+                              precision=precision or "auto", world_size=_env_world_size(), sync_bn=bool(sync_bn))
+    return train_spec(spec, out, variant=v, resume=resume, device=device, preview_every=preview_every,
+                      checkpoint_every=checkpoint_every, log_every=log_every, stop=stop, tensorboard=tensorboard)
 
 
-def _unflatten_optimizer(prefix: str, tensors: dict[str, torch.Tensor], groups: list) -> dict:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, v in tensors.items():
-        if key.startswith(prefix + ".state."):
-            idx, k = key[len(prefix) + 7 :].split(".", 1)
-            state.setdefault(int(idx), {})[k] = v
-    return {"state": state, "param_groups": groups}
+def train_spec(
+    spec: RunSpec,
+    out: str | Path,
+    *,
+    variant: Variant | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    preview_every: int | None = None,
+    checkpoint_every: int | None = None,
+    log_every: int = 1,
+    stop: threading.Event | None = None,
+    tensorboard: bool | None = None,
+) -> Iterator[Event]:
+    """Check `spec` and the folder `out` (nothing is written, no network built), then return the Events.
+
+    `variant`: the Variant object when it is not installed (a run from an object still writes
+    config.json; resume it by passing the same object)."""
+    spec.check()
+    folder = RunFolder(out)
+    if variant is not None and variant.name != spec.variant:
+        raise ConfigError(f"the run spec is for {spec.variant!r} but variant {variant.name!r} was given")
+    v = variant if variant is not None else (folder.variant() if resume and folder.has_config() else registry.get(spec.variant))
+    cfg = make_config(v.config_cls, spec.config_dict())
+    spec = dataclasses.replace(spec, config=config_to_dict(cfg))  # the FULL config, whatever the spec held
+    for name, value in (("--preview-every", preview_every), ("--checkpoint-every", checkpoint_every), ("log_every", log_every)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name} must be an integer at least 1 (steps), got {value!r}")
+    world_size = _env_world_size()
+    if spec.world_size != world_size:
+        launch = f"torchrun --nproc-per-node {spec.world_size}" if spec.world_size > 1 else "plain `ganhub train` (one process)"
+        raise ConfigError(f"this run is for {spec.world_size} process(es) but {world_size} were launched; "
+                          f"{'resume' if resume else 'run'} it with {launch}, or start a new run folder")
+    dev = _device(device)
+    precision = resolve_precision(spec.precision, dev)
+    if spec.sync_bn and spec.world_size > 1 and dev.type not in ("cuda", "xpu"):
+        raise ConfigError(f"--sync-bn needs GPUs (torch's SyncBatchNorm does not run on {dev.type}); drop --sync-bn")
+    folder.check_target()
+    if not resume:
+        if folder.has_config() and folder.has_checkpoint():
+            raise FolderError(f"{out} already holds a run (checkpoint at step {folder.checkpoint_step()}); "
+                              "pass --resume to continue it or choose another --out")
+        if folder.has_model() and not folder.has_checkpoint():
+            raise FolderError(f"{out} holds a trained model (no checkpoint to continue); choose another --out")
+    elif not folder.has_config():
+        raise FolderError(f"{out} has no config.json to resume from; train without --resume")
+    check_memory(v, cfg, _known_images(spec), dev, spec.world_size)
+    return _Training(spec, folder, v, cfg, dev, precision, resume, stop, tensorboard,
+                     preview_every, checkpoint_every, log_every).events()
 
 
-def _rng_tensors(device: torch.device) -> dict[str, torch.Tensor]:
-    out = {"rng.cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        out["rng.cuda"] = torch.cuda.get_rng_state(device)
-    elif device.type == "mps":
-        out["rng.mps"] = torch.mps.get_rng_state()
-    return out
+def _resumed_spec(folder: RunFolder, variant: str | Variant | None, *, dataset, steps, seed, batch_size, overrides,
+                  limit, precision, sync_bn) -> RunSpec:
+    """The spec recorded in `folder`, carried to the new `steps`; any other change is refused."""
+    if not folder.has_config():
+        if folder.has_checkpoint():
+            raise FolderError(f"{folder.path} has a checkpoint but no config.json (a run killed while starting); "
+                              "start it again without --resume")
+        raise FolderError(f"{folder.path} has no config.json to resume from; train without --resume")
+    spec = folder.spec
+    name = variant.name if isinstance(variant, Variant) else variant
+    if name is not None and name != spec.variant:
+        raise ConfigError(f"{folder.path} holds a {spec.variant!r} run, not {name!r}; pick the right folder")
+    v = variant if isinstance(variant, Variant) else folder.variant()
+    changed = []
+    values = dict(overrides or {})
+    if batch_size is not None:
+        values["batch_size"] = batch_size
+    if values:
+        recorded = make_config(v.config_cls, spec.config_dict())
+        asked = make_config(v.config_cls, {**spec.config_dict(), **values})
+        changed += sorted(k for k in values if getattr(recorded, k, None) != getattr(asked, k, None))
+    for key, given in (("seed", seed), ("limit", limit), ("precision", precision), ("sync_bn", sync_bn)):
+        if given is not None and given != getattr(spec, key):
+            changed.append(key)
+    if dataset is not None and str(dataset).strip() != spec.dataset:
+        if spec.dataset in BUILTIN_DATASETS or str(dataset).strip() in BUILTIN_DATASETS:
+            changed.append("dataset")
+        else:  # the same images at a new path (a moved folder, a re-uploaded zip)
+            spec = dataclasses.replace(spec, dataset=str(dataset).strip())
+    if changed:
+        raise ConfigError(f"cannot change {changed} when resuming; start a new run folder instead")
+    return dataclasses.replace(spec, steps=steps) if steps is not None else spec
 
 
-def _set_rng(tensors: dict[str, torch.Tensor], device: torch.device) -> None:
-    torch.set_rng_state(tensors["rng.cpu"])
-    if device.type == "cuda" and "rng.cuda" in tensors:
-        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
-    elif device.type == "mps" and "rng.mps" in tensors:
-        torch.mps.set_rng_state(tensors["rng.mps"])
+def _env_world_size() -> int:
+    try:
+        return max(1, int(os.environ.get("WORLD_SIZE", "1") or 1))
+    except ValueError:
+        raise ConfigError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not an integer; launch with torchrun") from None
 
 
-@dataclass
-class _State:
-    G: nn.Module
-    D: nn.Module
-    G_ema: nn.Module
-    opt_G: torch.optim.Optimizer
-    opt_D: torch.optim.Optimizer
-    step: int = 0
+def _device(device: str | None) -> torch.device:
+    dev = pick_device(device)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0) or 0))
+    return dev
 
 
-def _save_checkpoint(folder: Path, s: _State, device: torch.device, extra: dict[str, Any]) -> None:
-    from safetensors.torch import save as st_save
-
-    tensors: dict[str, torch.Tensor] = {}
-    for name, module in (("G", s.G), ("D", s.D), ("G_ema", s.G_ema)):
-        for k, v in module.state_dict().items():
-            tensors[f"{name}.{k}"] = v.detach().cpu().contiguous()
-    groups_G = _flatten_optimizer("opt_G", s.opt_G, tensors)
-    groups_D = _flatten_optimizer("opt_D", s.opt_D, tensors)
-    tensors.update(_rng_tensors(device))
-    meta = {"step": s.step, "opt_G_groups": groups_G, "opt_D_groups": groups_D, **extra}
-    atomic_write(folder / CHECKPOINT, st_save(tensors, metadata={"ganhub": json.dumps(meta)}))
+def read_log(folder: str | Path) -> list[dict[str, float]]:
+    """The loss log of a run folder (one dict per logged step), for plots."""
+    return RunFolder(folder).read_log()
 
 
-def _load_checkpoint(folder: Path, s: _State, device: torch.device) -> dict[str, Any]:
-    from safetensors import safe_open
-
-    path = folder / CHECKPOINT
-    if not path.is_file():
-        raise FolderError(f"{folder} has no {CHECKPOINT} to resume from; train without --resume")
-    tensors = read_safetensors(path)
-    with safe_open(str(path), "pt") as f:
-        meta = json.loads((f.metadata() or {}).get("ganhub", "{}"))
-    for name, module in (("G", s.G), ("D", s.D), ("G_ema", s.G_ema)):
-        sd = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}
-        load_state_strict(module, sd, f"{path} [{name}]")
-    s.opt_G.load_state_dict(_unflatten_optimizer("opt_G", tensors, meta["opt_G_groups"]))
-    s.opt_D.load_state_dict(_unflatten_optimizer("opt_D", tensors, meta["opt_D_groups"]))
-    _set_rng(tensors, device)
-    s.step = int(meta["step"])
-    return meta
+# ================================================================================= memory
+def _known_images(spec: RunSpec) -> int:
+    n = _KNOWN_SIZES.get(spec.dataset, 0)
+    return min(n, spec.limit) if spec.limit else n
 
 
-# ---------------------------------------------------------------- helpers of the loop
-class _Batches:
-    """Real batches in an order that depends only on (seed, epoch, position): resumable by step."""
+def _memory_of(dev: torch.device) -> int | None:
+    """Bytes of memory on `dev` (the machine's RAM for CPU and MPS), None when unknown."""
+    try:
+        if dev.type == "cuda":
+            return int(torch.cuda.get_device_properties(dev).total_memory)
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        return None
 
-    def __init__(self, ds: ImageDataset, batch_size: int, seed: int, device: torch.device, rank: int = 0, world: int = 1):
-        self.ds, self.bs, self.seed, self.device, self.rank, self.world = ds, batch_size, seed, device, rank, world
+
+def estimate_memory(variant: Variant, cfg: BaseConfig, n_images: int = 0) -> tuple[int, int] | None:
+    """(bytes on the training device, bytes of host RAM for the dataset), roughly, or None if unknown.
+
+    The networks are built on the meta device (no memory, no weights) and run once with forward hooks
+    that add up every layer's output: weights (G, D, EMA), Adam's two moments, gradients and the
+    activations autograd keeps (G once, D on reals and fakes), x2 for the backward's transients."""
+    outputs = [0]
+
+    def hook(_m, _i, out):
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                outputs[0] += t.numel()
+
+    try:
+        with torch.device("meta"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            G, D = variant.build(cfg)
+    except Exception:  # a plugin that cannot build on meta: no estimate, no refusal
+        return None
+    p_g = sum(p.numel() for p in G.parameters())
+    p_d = sum(p.numel() for p in D.parameters())
+    weights = (2 * p_g + p_d) * 4 + (p_g + p_d) * 4 * 3  # G, EMA, D + grads + Adam's exp_avg, exp_avg_sq
+    acts = 0
+    leaves = [m for m in (*G.modules(), *D.modules()) if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        b = cfg.batch_size
+        z = torch.empty(b, cfg.z_dim, device="meta")
+        c = torch.zeros(b, dtype=torch.long, device="meta") if cfg.num_classes else None
+        with torch.no_grad():
+            x = call_G(G, z, c)
+            g_out = outputs[0]
+            D(x) if c is None else D(x, c)
+        d_out = outputs[0] - g_out
+        acts = (g_out + 2 * d_out) * 4 * 2
+    except Exception:  # a forward that needs real data (an .item(), a data-dependent shape): weights only
+        acts = 0
+    finally:
+        for h in handles:
+            h.remove()
+    per_image = 2 * 4 if cfg.data == "points" else cfg.channels * cfg.resolution**2
+    return weights + acts, n_images * per_image
+
+
+def check_memory(variant: Variant, cfg: BaseConfig, n_images: int, dev: torch.device, processes: int = 1) -> None:
+    """ConfigError when the estimate exceeds the memory of this machine (before anything is built)."""
+    est = estimate_memory(variant, cfg, n_images)
+    if est is None:
+        return
+    train_bytes, data_bytes = est
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", processes) or 1))
+    if dev.type == "cuda":
+        need, have, where = train_bytes, _memory_of(dev), f"GPU {dev}"
+        host_need, host_have = data_bytes * local, _memory_of(torch.device("cpu"))
+        if host_have and host_need > host_have:
+            raise ConfigError(f"the dataset needs ~{host_need / 2**30:.1f} GiB of RAM, this machine has "
+                              f"{host_have / 2**30:.1f} GiB; use --limit or a lower resolution")
+    else:
+        need, have, where = (train_bytes + data_bytes) * local, _memory_of(dev), "this machine"
+    if have and need > have:
+        raise ConfigError(f"this configuration needs ~{need / 2**30:.1f} GiB of memory (batch_size {cfg.batch_size} at "
+                          f"{cfg.resolution} px), {where} has {have / 2**30:.1f} GiB; lower batch_size or resolution")
+
+
+# ================================================================================= parts of the loop
+class Batches:
+    """Real batches in an order that depends only on (seed, epoch, position): resumable by position.
+    Rank r of W takes the r-th slice of each global batch."""
+
+    def __init__(self, ds: ImageDataset, batch_size: int, seed: int, device: torch.device, world: dist.World):
+        self.ds, self.bs, self.seed, self.device, self.world = ds, batch_size, seed, device, world
         self.position = 0  # batches drawn so far (by this rank)
         self._epoch, self._perm = -1, None
 
-    def next(self) -> torch.Tensor:
-        n = len(self.ds)
-        per_epoch = max(1, n // (self.bs * self.world))
+    def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        n, w = len(self.ds), self.world
+        per_epoch = max(1, n // (self.bs * w.size))
         epoch, i = divmod(self.position, per_epoch)
         if epoch != self._epoch:
             self._perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
             self._epoch = epoch
-        start = (i * self.world + self.rank) * self.bs
+        start = (i * w.size + w.rank) * self.bs
         idx = self._perm[start : start + self.bs]
         if len(idx) < self.bs:  # dataset smaller than a batch: wrap around
             idx = self._perm[torch.arange(start, start + self.bs) % n]
         self.position += 1
-        return self.ds.batch(idx, self.device)
+        out = self.ds.batch(idx, self.device)
+        return out if isinstance(out, tuple) else (out, None)
 
 
 @torch.no_grad()
-def _update_ema(G_ema: nn.Module, G: nn.Module, cfg: BaseConfig, images_seen: int) -> None:
-    """EMA with a half-life in images (Karras et al. 2020, app. B), ramped up early in training."""
+def update_ema(G_ema: nn.Module, G: nn.Module, cfg: BaseConfig, images_seen: int, global_batch: int) -> None:
+    """EMA with a half-life in GLOBAL images (Karras et al. 2020, app. B), ramped up early in training."""
     if cfg.ema_half_life_kimg <= 0:
         beta = 0.0
     else:
         half_life = cfg.ema_half_life_kimg * 1000
         if cfg.ema_rampup > 0:
             half_life = min(half_life, images_seen * cfg.ema_rampup)
-        beta = 0.5 ** (cfg.batch_size / max(half_life, 1e-8))
+        beta = 0.5 ** (global_batch / max(half_life, 1e-8))
     for p_ema, p in zip(G_ema.parameters(), G.parameters()):
         p_ema.lerp_(p, 1.0 - beta)
     for b_ema, b in zip(G_ema.buffers(), G.buffers()):
@@ -185,22 +359,28 @@ def _update_ema(G_ema: nn.Module, G: nn.Module, cfg: BaseConfig, images_seen: in
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(G_ema: nn.Module, z_dim: int, device: torch.device, seed: int = 0, batches: int = 8) -> None:
-    """Re-estimate BatchNorm statistics for the EMA weights (the copied running stats belong to G's
-    weights, not the average's), as torch.optim.swa_utils.update_bn does for SWA. Fixed latents."""
-    bns = [m for m in G_ema.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+def recalibrate_batchnorm(G: nn.Module, cfg: BaseConfig, device: torch.device, seed: int = 0, batches: int = 8) -> bool:
+    """Re-estimate BatchNorm statistics of an EMA generator in place (the copied running stats belong to
+    G's weights, not the average's), as torch.optim.swa_utils.update_bn does for SWA. Fixed latents and
+    labels; G's own randomness under a forked RNG. Returns False when G has no BatchNorm."""
+    bns = [m for m in G.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
-        return
+        return False
     saved = [(m.momentum, m.training) for m in bns]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the calibration batches
         m.train()
-    for i in range(batches):
-        G_ema(latents(128, z_dim, seed * 7 + i).to(device))
+    with seeded(seed, device):
+        for i in range(batches):
+            z = latents(128, cfg.z_dim, seed * 7 + i).to(device)
+            c = (torch.randint(cfg.num_classes, (128,), generator=torch.Generator().manual_seed(seed * 7 + i)).to(device)
+                 if cfg.num_classes else None)
+            call_G(G, z, c)
     for m, (momentum, training) in zip(bns, saved):
         m.momentum = momentum
         m.train(training)
+    return True
 
 
 def _diversity(x: torch.Tensor) -> float:
@@ -209,252 +389,494 @@ def _diversity(x: torch.Tensor) -> float:
     return torch.pdist(flat).mean().item() if len(flat) > 1 else 0.0
 
 
-def _autocast(device: torch.device, amp: bool):
-    """bf16 autocast on CUDA GPUs that support it (no loss scaling needed, unlike fp16)."""
-    if amp and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+@dataclass
+class TrainState:
+    """Everything a checkpoint holds (besides the RNG states)."""
+
+    G: nn.Module
+    D: nn.Module
+    G_ema: nn.Module
+    opts: Optimizers
+    step: int = 0
+    data_position: int = 0
+    elapsed: float = 0.0
 
 
-def _distributed() -> tuple[int, int]:
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
+def _pack(obj: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """A state dict -> JSON, its tensors moved into `tensors` (safetensors holds them; nothing is pickled)."""
+    if isinstance(obj, torch.Tensor):
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, Mapping):
+        if all(isinstance(k, str) for k in obj):
+            return {k: _pack(v, f"{key}.{k}", tensors) for k, v in obj.items()}
+        if all(isinstance(k, int) for k in obj):  # optimiser state is keyed by parameter index
+            return {"__int_keys__": {str(k): _pack(v, f"{key}.{k}", tensors) for k, v in obj.items()}}
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_pack(v, f"{key}.{i}", tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_pack(v, f"{key}.{i}", tensors) for i, v in enumerate(obj)]
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise ConfigError(f"optimiser/scheduler state at {key} holds a {type(obj).__name__}, which a checkpoint cannot "
+                      "store (tensors, numbers, strings, lists and dicts only); fix the plugin's make_optimizers")
 
 
-def default_command() -> str:
-    argv = [os.path.basename(sys.argv[0])] + sys.argv[1:]
-    out, skip = [], False
-    for a in argv:  # never record a secret that came in through the command line
-        out.append("***" if skip else a)
-        skip = a in ("--token", "--hf-token")
-    return " ".join(out)
+def _unpack(obj: Any, tensors: Mapping[str, torch.Tensor]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__int_keys__" in obj:
+            return {int(k): _unpack(v, tensors) for k, v in obj["__int_keys__"].items()}
+        if "__tuple__" in obj:
+            return tuple(_unpack(v, tensors) for v in obj["__tuple__"])
+        return {k: _unpack(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unpack(v, tensors) for v in obj]
+    return obj
 
 
-# ---------------------------------------------------------------- the loop
-def train(
-    variant: str | Variant,
-    *,
-    dataset: str,
-    steps: int,
-    out: str | Path,
-    seed: int = 0,
-    batch_size: int | None = None,
-    overrides: dict[str, Any] | None = None,
-    device: str | None = None,
-    resume: bool = False,
-    preview_every: int | None = None,
-    checkpoint_every: int | None = None,
-    log_every: int = 1,
-    stop: threading.Event | None = None,
-    command: str | None = None,
-    limit: int | None = None,
-    amp: bool = True,
-) -> Iterator[Event]:
-    """Train `variant` on `dataset` up to `steps` G updates, writing the run folder `out`. Yields Events.
+def checkpoint_payload(s: TrainState, rng: list[dict[str, torch.Tensor]]) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors: dict[str, torch.Tensor] = {}
+    for name, module in (("G", s.G), ("D", s.D), ("G_ema", s.G_ema)):
+        for k, v in module.state_dict().items():
+            tensors[f"{name}.{k}"] = v.detach().cpu().contiguous()
+    opts = _pack(s.opts.state_dict(), "opt", tensors)
+    for rank, states in enumerate(rng):
+        for k, v in states.items():
+            tensors[f"rng.{rank}.{k}"] = v.detach().cpu().contiguous()
+    meta = {"step": s.step, "data_position": s.data_position, "elapsed": s.elapsed, "world_size": len(rng), "opts": opts}
+    return tensors, meta
 
-    `steps` is the total target of the run folder: with `resume=True` an existing folder continues up
-    to it. `stop.set()` ends the run after the current step with a checkpoint; so does closing this
-    generator early (a browser tab closing in the app, a `break` that drops it). Raises GanhubError
-    subclasses for bad input and TrainingDiverged for NaN/inf losses (the last checkpoint is kept).
-    """
-    out = Path(out)
-    if steps < 1:
-        raise ConfigError(f"--steps must be at least 1, got {steps}")
-    overrides = dict(overrides or {})
-    if batch_size is not None:
-        overrides["batch_size"] = batch_size
-    if resume:
-        meta = read_config(out)
-        v = registry.get(meta["variant"])
-        if isinstance(variant, Variant) and variant.name != v.name or isinstance(variant, str) and variant != v.name:
-            raise ConfigError(f"{out} holds a {v.name!r} run, not {getattr(variant, 'name', variant)!r}; pick the right folder")
-        cfg = config_from_meta(v, meta, out)
-        changed = {k: val for k, val in make_config(v.config_cls, {**meta["config"], **overrides}).__dict__.items() if getattr(cfg, k) != val}
-        if changed:
-            raise ConfigError(f"cannot change {sorted(changed)} when resuming; start a new run folder instead")
-        recipe = meta.get("recipe", {})
-        dataset, seed, limit = recipe.get("dataset", dataset), recipe.get("seed", seed), recipe.get("limit", limit)
-    else:
-        v = registry.get(variant) if isinstance(variant, str) else variant
-        if (out / CHECKPOINT).exists() or (out / MODEL).exists():
-            raise FolderError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-        cfg = make_config(v.config_cls, overrides)
-    if cfg.batch_size < 1 or cfg.n_critic < 1:
-        raise ConfigError("batch_size and n_critic must be at least 1")
 
-    ds = load_dataset(dataset, resolution=cfg.resolution, channels=cfg.channels, limit=limit)
-    if ds.kind not in v.modalities:
-        raise DatasetError(f"variant {v.name!r} only learns {', '.join(v.modalities)} data; {ds.name!r} is {ds.kind} data")
-    cfg = replace(cfg, data=ds.kind)
-
-    rank, world = _distributed()
-    dev = pick_device(device)
-    torch.manual_seed(seed * world + rank)
-    G, D = build_models(v, cfg)
-    G, D = G.to(dev).train(), D.to(dev).train()
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=cfg.betas)
-    opt_D = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=cfg.betas)
-    s = _State(G, D, G_ema, opt_G, opt_D)
-    elapsed_before = 0.0
-    if resume:
-        ck = _load_checkpoint(out, s, dev)
-        elapsed_before = float(ck.get("elapsed", 0.0))
-        if s.step >= steps:
-            yield Event("done", s.step, steps, message=f"{out} is already at step {s.step} >= {steps}; raise --steps to train further")
-            return
-    batches = _Batches(ds, cfg.batch_size, seed, dev, rank, world)
-    batches.position = s.step * (cfg.n_critic + 1)  # data order continues exactly where it stopped
-
-    recipe = {"dataset": ds.name if ds.name in ("fashion-mnist", "mnist", "cifar10", "ring8", "grid25") else str(dataset),
-              "steps": steps, "seed": seed, "batch_size": cfg.batch_size, "limit": limit,
-              "command": command or default_command()}
-    reg = {ph: (net, getattr(cfg, every) if isinstance(every, str) else every) for ph, (net, every) in v.reg_phases.items()}
-    preview_every = preview_every or max(1, min(200, steps // 10))
-    checkpoint_every = checkpoint_every or max(1, min(500, steps // 4))
-    fixed_z = latents(PREVIEW_N, cfg.z_dim, seed + 1)
-    real_sample = batches.ds.batch(torch.arange(min(PREVIEW_N, len(ds))), "cpu")
-    real_div = _diversity(real_sample)
-    log_path = out / "checkpoint" / "log.jsonl"
-    is_main = rank == 0
-
-    def params_of(net: str) -> tuple[nn.Module, torch.optim.Optimizer]:
-        return (G, opt_G) if net == "G" else (D, opt_D)
-
-    def run_phase(phase: str, net: str, real: torch.Tensor) -> dict[str, float]:
-        model, opt = params_of(net)
-        other = D if net == "G" else G
-        other.requires_grad_(False)  # no gradients for the network that is not being updated
-        model.requires_grad_(True)
-        z = torch.randn(cfg.batch_size, cfg.z_dim, device=dev)
-        with _autocast(dev, amp):
-            loss, logs = v.loss(phase, G=G, D=D, real=real, z=z, cfg=cfg, step=s.step)
-        if not torch.isfinite(loss).all():
-            raise TrainingDiverged(
-                f"training diverged at step {s.step} (phase {phase} loss = {loss.item()}); the last good checkpoint "
-                f"in {out} is kept; lower the learning rates (--set lr_d=... lr_g=...) and --resume, or start over"
-            )
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if world > 1:
-            for p in model.parameters():
-                if p.grad is not None:
-                    torch.distributed.all_reduce(p.grad)
-                    p.grad /= world
-        opt.step()
-        other.requires_grad_(True)
-        return logs
-
-    def snapshot(kind: str) -> Event:
-        recalibrate_batchnorm(G_ema, cfg.z_dim, dev, seed)
-        img = generate(G_ema, fixed_z, seed=seed + 1)
-        grid = to_grid(img, nrow=8) if img.dim() == 4 else _points_plot(img, ds)
-        if kind == "checkpoint":
-            _save_checkpoint(out, s, dev, {"elapsed": elapsed_before + time.time() - t0})
-            save_generator(out, G_ema, variant=v, cfg=cfg, recipe=recipe, step=s.step)
-            buf = io.BytesIO()
-            grid.save(buf, format="PNG")
-            atomic_write(out / SAMPLES, buf.getvalue())
-        return Event(kind, s.step, steps, image=grid, elapsed=elapsed_before + time.time() - t0), img
-
-    t0 = time.time()
-    t_last, step_last = t0, s.step
-    if is_main:
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        if resume and log_path.exists():  # drop log lines written after the checkpoint we resume from
-            keep = [ln for ln in log_path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= s.step]
-            atomic_write(log_path, ("\n".join(keep) + "\n").encode() if keep else b"")
-    log_file = open(log_path, "a") if is_main else None  # noqa: SIM115 - closed in finally
-    ips, low_d_streak, collapse_warned, mid_step = 0.0, 0, False, False
-    if is_main:
-        yield Event("start", s.step, steps, message=f"{v.name} on {ds.name} ({len(ds):,} samples"
-                    + (f", {ds.skipped} unreadable files skipped" if ds.skipped else "") + f") on {dev}"
-                    + (f" x {world} processes" if world > 1 else ""))
+def restore_checkpoint(folder: RunFolder, s: TrainState) -> list[dict[str, torch.Tensor]]:
+    """Load weights, optimisers and counters into `s`; returns every rank's RNG states (set them after)."""
+    tensors, meta = folder.read_checkpoint()
+    path = folder.checkpoint_path
+    if "opts" not in meta:
+        raise FolderError(f"{path} was written by an older ganhub (no optimiser/scheduler state); start the run again")
+    for name, module in (("G", s.G), ("D", s.D), ("G_ema", s.G_ema)):
+        sd = {k[len(name) + 1 :]: v for k, v in tensors.items() if k.startswith(name + ".")}
+        load_state_strict(module, sd, f"{path} [{name}]")
     try:
-        while s.step < steps:
-            mid_step, logs = True, {}
-            for _ in range(cfg.n_critic):
-                real = batches.next()
-                logs.update(run_phase("D", "D", real))
-            for phase, (net, every) in reg.items():
-                if net == "D" and s.step % every == 0:
-                    logs.update(run_phase(phase, "D", real))
-            logs.update(run_phase("G", "G", batches.next()))
-            for phase, (net, every) in reg.items():
-                if net == "G" and s.step % every == 0:
-                    logs.update(run_phase(phase, "G", real))
-            s.step += 1
-            _update_ema(G_ema, G, cfg, s.step * cfg.batch_size * world)
-            mid_step = False
-            if not is_main:
-                continue
-            now = time.time()
-            if now - t_last > 0.5 or s.step == steps:
-                ips = (s.step - step_last) * cfg.batch_size * cfg.n_critic * world / max(now - t_last, 1e-9)
-                t_last, step_last = now, s.step
-            elapsed = elapsed_before + now - t0
-            eta = (steps - s.step) * cfg.batch_size * cfg.n_critic * world / ips if ips > 0 else None
-            if s.step % log_every == 0 or s.step == steps:
-                log_file.write(json.dumps({"step": s.step, **{k: round(x, 5) for k, x in logs.items()}}) + "\n")
-                yield Event("step", s.step, steps, logs, ips, elapsed, eta)
-            low_d_streak = low_d_streak + 1 if 0 <= logs.get("loss_D", 1.0) < 1e-2 else 0
-            if low_d_streak == 200:
-                yield Event("warning", s.step, steps, message="D's loss has been near zero for 200 steps: D is winning and G "
-                            "gets little gradient; try label_smoothing, a lower lr_d or fewer n_critic")
-            is_ckpt = s.step % checkpoint_every == 0 or s.step == steps
-            if is_ckpt or s.step % preview_every == 0:
-                log_file.flush()
-                ev, img = snapshot("checkpoint" if is_ckpt else "preview")
-                ev.losses, ev.images_per_s, ev.eta = logs, ips, eta
-                yield ev
-                if img.dim() == 4 and s.step >= max(steps // 4, 300):  # early samples are all alike
-                    ratio = _diversity(img) / max(real_div, 1e-8)
-                    if ratio < 0.4 and not collapse_warned:
-                        collapse_warned = True
-                        yield Event("warning", s.step, steps, message=f"sample diversity fell to {ratio:.0%} of the data's: "
-                                    "suspect mode collapse; look at the previews and consider another variant or lower lrs")
-                    elif ratio >= 0.5:
-                        collapse_warned = False
-            if stop is not None and stop.is_set():
-                if not is_ckpt:
-                    log_file.flush()
-                    snapshot("checkpoint")
-                yield Event("done", s.step, steps, elapsed=elapsed_before + time.time() - t0,
-                            message=f"stopped at step {s.step}; resume with --resume (checkpoint in {out})")
-                return
-        if is_main:
-            yield Event("done", s.step, steps, elapsed=elapsed_before + time.time() - t0, message=f"finished: {out}")
-    except (KeyboardInterrupt, GeneratorExit):  # Ctrl-C, or the consumer let go (a tab closed, a `break`):
-        if is_main and s.step > 0 and not mid_step:  # a stop, so save unless the step was cut in half
-            try:
-                log_file.flush()
-                snapshot("checkpoint")
-            except OSError as e:  # e.g. the folder is gone; the interruption itself must still propagate
-                log.warning("could not save a checkpoint in %s on interruption: %s", out, e)
-        raise
-    finally:
-        if log_file:
-            log_file.close()
+        s.opts.load_state_dict(_unpack(meta["opts"], tensors))
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise FolderError(f"{path}: the optimiser state does not fit this variant's optimisers ({e}); start a new run") from None
+    s.step, s.data_position, s.elapsed = int(meta["step"]), int(meta.get("data_position", 0)), float(meta.get("elapsed", 0.0))
+    rng: list[dict[str, torch.Tensor]] = [{} for _ in range(int(meta.get("world_size", 1)))]
+    for k, v in tensors.items():
+        if k.startswith("rng."):
+            _, rank, name = k.split(".", 2)
+            rng[int(rank)][name] = v
+    return rng
 
 
-def _points_plot(points: torch.Tensor, ds: ImageDataset) -> Image.Image:
-    from ganhub.sample import scatter
+class _TensorBoard:
+    """Loss curves and preview grids as TensorBoard event files in <run>/tensorboard (when installed)."""
 
-    return scatter(points, ds.images[:2000])
-
-
-def read_log(folder: str | Path) -> list[dict[str, float]]:
-    """The loss log of a run folder (one dict per logged step), for plots."""
-    path = Path(folder) / "checkpoint" / "log.jsonl"
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
+    def __init__(self, folder: RunFolder, enabled: bool | None, purge_step: int | None):
+        self.writer = None
+        if enabled is False:
+            return
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a crash mid-write
-            continue
-    return rows
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            if enabled:
+                raise ConfigError("TensorBoard logging needs the tensorboard package: pip install 'ganhub[tensorboard]'") from None
+            return
+        self.writer = SummaryWriter(log_dir=str(folder.tensorboard_dir), purge_step=purge_step)
 
+    def scalars(self, step: int, values: Mapping[str, float]) -> None:
+        if self.writer is not None:
+            for k, x in values.items():
+                self.writer.add_scalar(k if "/" in k else f"loss/{k}", x, step)
+
+    def image(self, step: int, img: Image.Image) -> None:
+        if self.writer is not None:
+            import numpy as np
+
+            self.writer.add_image("samples", np.asarray(img.convert("RGB")), step, dataformats="HWC")
+
+    def flush(self) -> None:
+        if self.writer is not None:
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Monitor:
+    """Rank 0's view of a run: the loss log, TensorBoard, progress events (img/s, ETA) and health warnings."""
+
+    def __init__(self, spec: RunSpec, cfg: BaseConfig, logfile, tb: _TensorBoard, step: int, elapsed: float,
+                 real_diversity: float, log_every: int):
+        self.spec, self.cfg, self.log, self.tb, self.log_every = spec, cfg, logfile, tb, log_every
+        self.images_per_step = spec.global_batch * cfg.n_critic  # real images D sees per iteration
+        self.t0, self.elapsed_before = time.time(), elapsed
+        self.t_last, self.step_last, self.ips = self.t0, step, 0.0
+        self.real_div, self.low_d_streak, self.collapse_warned = real_diversity, 0, False
+
+    @property
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.t0
+
+    def eta(self, step: int) -> float | None:
+        return (self.spec.steps - step) * self.images_per_step / self.ips if self.ips > 0 else None
+
+    def after_step(self, step: int, logs: dict[str, float]) -> Iterator[Event]:
+        now, total = time.time(), self.spec.steps
+        if now - self.t_last > 0.5 or step == total:
+            self.ips = (step - self.step_last) * self.images_per_step / max(now - self.t_last, 1e-9)
+            self.t_last, self.step_last = now, step
+        if step % self.log_every == 0 or step == total:
+            self.log.write({"step": step, **{k: round(x, 5) for k, x in logs.items()}})
+            self.tb.scalars(step, {**logs, "speed/images_per_s": self.ips})
+            yield Event("step", step, total, logs, self.ips, self.elapsed, self.eta(step))
+        self.low_d_streak = self.low_d_streak + 1 if 0 <= logs.get("loss_D", 1.0) < 1e-2 else 0
+        if self.low_d_streak == 200:
+            yield Event("warning", step, total, message="D's loss has been near zero for 200 steps: D is winning and "
+                        "G gets little gradient; try label_smoothing, a lower lr_d or fewer n_critic")
+
+    def after_snapshot(self, ev: Event, img: torch.Tensor, logs: dict[str, float]) -> Iterator[Event]:
+        ev.losses, ev.images_per_s, ev.eta, ev.elapsed = logs, self.ips, self.eta(ev.step), self.elapsed
+        self.tb.image(ev.step, ev.image)
+        yield ev
+        if img.dim() == 4 and ev.step >= max(self.spec.steps // 4, 300):  # early samples are all alike
+            ratio = _diversity(img) / max(self.real_div, 1e-8)
+            if ratio < 0.4 and not self.collapse_warned:
+                self.collapse_warned = True
+                yield Event("warning", ev.step, self.spec.steps, message=f"sample diversity fell to {ratio:.0%} of the "
+                            "data's: suspect mode collapse; look at the previews and consider another variant or lower lrs")
+            elif ratio >= 0.5:
+                self.collapse_warned = False
+
+
+class Snapshotter:
+    """Rank 0: preview grids of the EMA generator from fixed latents (and fixed classes), and checkpoints:
+    checkpoint/training.safetensors, then model.safetensors, config.json and samples.png."""
+
+    def __init__(self, folder: RunFolder, spec: RunSpec, cfg: BaseConfig, ds: ImageDataset, device: torch.device):
+        self.folder, self.spec, self.cfg, self.ds, self.device = folder, spec, cfg, ds, device
+        self.nrow, n = 8, PREVIEW_N
+        self.labels = None
+        if cfg.num_classes:  # one row per class (up to 16 classes), the same latents down each column
+            k = min(cfg.num_classes, 16)
+            self.labels = torch.arange(k).repeat_interleave(self.nrow)
+            n = len(self.labels)
+        self.z = latents(self.nrow, cfg.z_dim, spec.seed + 1).repeat(n // self.nrow, 1) if cfg.num_classes else \
+            latents(n, cfg.z_dim, spec.seed + 1)
+
+    def ready(self, G_ema: nn.Module) -> nn.Module:
+        """The generator to show and ship: the EMA with recalibrated BatchNorm (a copy; G_ema is untouched,
+        so every rank keeps the same EMA and previews never change the run)."""
+        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in G_ema.modules()):
+            return G_ema
+        G = copy.deepcopy(G_ema)
+        recalibrate_batchnorm(G, self.cfg, self.device, self.spec.seed)
+        return G.eval()
+
+    def grid(self, G: nn.Module) -> tuple[Image.Image, torch.Tensor]:
+        img = generate(G, self.z, self.labels, seed=self.spec.seed + 1)
+        pic = to_grid(img, nrow=self.nrow) if img.dim() == 4 else scatter(img, self.ds.images[:2000])
+        return pic, img
+
+    def save(self, s: TrainState, rng: list[dict[str, torch.Tensor]], G_ready: nn.Module, pic: Image.Image) -> None:
+        tensors, meta = checkpoint_payload(s, rng)
+        self.folder.write_checkpoint(tensors, meta)
+        self.folder.save_model(G_ready, self.spec, s.step)
+        buf = io.BytesIO()
+        pic.save(buf, format="PNG")
+        self.folder.write_samples(buf.getvalue())
+
+
+class _Interrupts:
+    """Ctrl-C (and SIGTERM under torchrun) asks for a stop after the current step, with a checkpoint; a second
+    Ctrl-C interrupts at once. Signal handlers live in the main thread only (the app trains in others)."""
+
+    def __init__(self, distributed: bool):
+        self.requested, self._old = False, {}
+        self.signals = [signal.SIGINT] + ([signal.SIGTERM] if distributed else [])
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for s in self.signals:
+                with contextlib.suppress(ValueError, OSError):
+                    self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for s, old in self._old.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(s, old)
+        self._old = {}
+
+
+# ================================================================================= agreement across ranks
+def _comm_device(world: dist.World) -> torch.device:
+    return torch.device("cuda", world.local_rank) if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
+
+
+def _agree(world: dist.World, err: BaseException | None) -> None:
+    """Raise on every rank when any rank failed: the lowest failing rank's GanhubError, the same everywhere
+    (so all stop together with one message); a bug keeps its traceback on its own rank."""
+    if world.size <= 1:
+        if err is not None:
+            raise err
+        return
+    if not dist.any_rank(err is not None, world):
+        return
+    dev = _comm_device(world)
+    first = torch.tensor([world.rank if err is not None else world.size], device=dev)
+    torch.distributed.all_reduce(first, op=torch.distributed.ReduceOp.MIN)
+    src = int(first.item())
+    buf = torch.zeros(2048, dtype=torch.uint8, device=dev)
+    if world.rank == src:
+        text = f"{type(err).__name__}\t{err}".encode()[:2047]
+        buf[: len(text)] = torch.tensor(list(text), dtype=torch.uint8, device=dev)
+    torch.distributed.broadcast(buf, src=src)
+    name, _, message = bytes(buf.cpu().tolist()).rstrip(b"\0").decode(errors="replace").partition("\t")
+    if world.rank == src:
+        raise err
+    cls = getattr(_errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, GanhubError)):
+        cls, message = GanhubError, f"process {src} of {world.size} failed with {name}: {message}"
+    raise cls(message)
+
+
+def _agreed_divergence(v: Variant, world: dist.World) -> Variant:
+    """The variant with a loss that all ranks check together, so a NaN on one rank stops every rank at the
+    same phase, before the gradient all_reduce (instead of one rank dying inside a collective)."""
+    if world.size <= 1:
+        return v
+
+    def loss(phase: str, **kw: Any):
+        value, logs = v.loss(phase, **kw)
+        bad = isinstance(value, torch.Tensor) and not bool(torch.isfinite(value.detach()).all())
+        if dist.any_rank(bad, world):
+            raise TrainingDiverged(f"training diverged at step {kw.get('step')}: the {phase} loss became NaN or inf "
+                                   f"on at least one of the {world.size} processes")
+        return value, logs
+
+    return dataclasses.replace(v, loss=loss)
+
+
+@torch.no_grad()
+def _sync_buffers(modules: list[nn.Module], world: dist.World) -> None:
+    """Rank 0's floating buffers (BatchNorm running stats) on every rank, one flattened broadcast (as DDP's
+    broadcast_buffers), so G, D and the EMA stay identical across ranks."""
+    bufs = [b for m in modules for b in m.buffers() if b.is_floating_point() and b.numel()]
+    if world.size <= 1 or not bufs:
+        return
+    from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+    flat = _flatten_dense_tensors(bufs).to(_comm_device(world))
+    torch.distributed.broadcast(flat, src=0)
+    for b, v in zip(bufs, _unflatten_dense_tensors(flat.to(bufs[0].device), bufs)):
+        b.copy_(v)
+
+
+# ================================================================================= the loop
+class _Training:
+    """One run from start (or resume) to done: wires the parts above and yields the Events."""
+
+    def __init__(self, spec: RunSpec, folder: RunFolder, v: Variant, cfg: BaseConfig, dev: torch.device,
+                 precision: str, resume: bool, stop: threading.Event | None, tensorboard: bool | None,
+                 preview_every: int | None, checkpoint_every: int | None, log_every: int):
+        self.spec, self.folder, self.v, self.cfg, self.dev, self.precision = spec, folder, v, cfg, dev, precision
+        self.resume, self.stop, self.tensorboard, self.log_every = resume, stop, tensorboard, log_every
+        self.preview_every = preview_every or max(1, min(200, spec.steps // 10))
+        self.checkpoint_every = checkpoint_every or max(1, min(500, spec.steps // 4))
+        self.saved_step: int | None = None  # step of the checkpoint on disk for this run
+
+    # ------------------------------------------------------------------ setup
+    def _load_data(self, world: dist.World) -> ImageDataset:
+        """Rank 0 first (it may download into the cache), then the others read what it prepared."""
+        ds, err = None, None
+        for turn in (0, 1):
+            if (turn == 0) == world.is_main:
+                try:
+                    ds = load_dataset(self.spec.dataset, resolution=self.cfg.resolution, channels=self.cfg.channels,
+                                      limit=self.spec.limit)
+                    if ds.kind not in self.v.modalities:
+                        raise DatasetError(f"variant {self.v.name!r} only learns {', '.join(self.v.modalities)} data; "
+                                           f"{ds.name!r} is {ds.kind} data")
+                    check_classes(ds, self.cfg.num_classes)
+                except (GanhubError, OSError) as e:
+                    err = e if isinstance(e, GanhubError) else DatasetError(f"cannot read {self.spec.dataset}: {e}")
+            _agree(world, err)
+        return ds
+
+    def _build(self, world: dist.World) -> TrainState:
+        torch.manual_seed(self.spec.seed)
+        G, D = build_models(self.v, self.cfg)
+        G, D = G.to(self.dev).train(), D.to(self.dev).train()
+        G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+        for m in (G, D, G_ema):  # identical initial weights and buffers on every rank (rank 0's)
+            dist.broadcast_module(m, world)
+        if self.spec.sync_bn and world.size > 1:
+            G, D = nn.SyncBatchNorm.convert_sync_batchnorm(G), nn.SyncBatchNorm.convert_sync_batchnorm(D)
+        return TrainState(G, D, G_ema, make_optimizers(self.v, G, D, self.cfg))
+
+    # ------------------------------------------------------------------ the event stream
+    def events(self) -> Iterator[Event]:
+        world = dist.init()
+        folder = self.folder
+        created = not folder.path.exists()
+        lock = folder.lock() if world.is_main else None
+        ok = False
+        try:
+            err = None
+            if lock is not None:
+                try:
+                    lock.acquire()
+                    folder.clean_tmp()
+                except GanhubError as e:
+                    lock, err = None, e
+            _agree(world, err)
+            yield from self._run(world)
+            ok = True
+        except GeneratorExit:
+            ok = True
+            raise
+        finally:
+            if lock is not None:
+                lock.release()
+                if not ok and created and self.saved_step is None:  # nothing worth keeping: leave no half-written folder
+                    shutil.rmtree(folder.path, ignore_errors=True)
+
+    def _run(self, world: dist.World) -> Iterator[Event]:
+        spec, folder, cfg, dev = self.spec, self.folder, self.cfg, self.dev
+        ds = self._load_data(world)
+        resume_from = folder.checkpoint_step() if self.resume else None
+        err = None
+        if world.is_main:  # the folder's files, config.json first: never a checkpoint without it
+            try:
+                if resume_from is None:
+                    folder.reset()
+                    folder.write_config(spec, 0)
+                else:
+                    folder.truncate_log(resume_from)
+            except GanhubError as e:
+                err = e
+        _agree(world, err)
+        s = self._state = self._build(world)
+        if resume_from is not None:
+            rng = restore_checkpoint(folder, s)
+            dist.set_rng(rng, world, dev)
+            self.saved_step = s.step
+            if s.step >= spec.steps:
+                if world.is_main:
+                    folder.write_config(spec, s.step)  # the new target is recorded; nothing to train
+                    yield Event("done", s.step, spec.steps, message=f"{folder.path} is already at step {s.step} >= "
+                                f"{spec.steps}; raise --steps to train further")
+                return
+        elif world.size > 1:
+            torch.manual_seed(spec.seed * world.size + world.rank)  # each rank draws its own latents
+        batches = Batches(ds, cfg.batch_size, spec.seed, dev, world)
+        batches.position = s.data_position
+        policy = resolve_policy(cfg.augment, len(ds), ds.kind)
+        runner = PhaseRunner(_agreed_divergence(self.v, world), cfg, s.G, s.D, s.opts, device=dev,
+                             precision=self.precision, augment=DiffAugment(policy) if policy else None,
+                             sync_grads=(lambda m: dist.average_grads(m, world)) if world.size > 1 else None)
+        snap = Snapshotter(folder, spec, cfg, ds, dev) if world.is_main else None
+        if not world.is_main:
+            yield from self._loop(world, runner, batches, None, None)
+            return
+        real = ds.batch(torch.arange(min(PREVIEW_N, len(ds))), "cpu")
+        real = real[0] if isinstance(real, tuple) else real
+        tb = _TensorBoard(folder, self.tensorboard, (s.step + 1) if resume_from is not None else None)
+        try:
+            with folder.log_writer() as logfile:
+                mon = Monitor(spec, cfg, logfile, tb, s.step, s.elapsed, _diversity(real), self.log_every)
+                extra = [f"{len(ds):,} samples"] + ([f"{ds.num_classes} classes"] if cfg.num_classes else [])
+                extra += [f"{ds.skipped} unreadable files skipped"] if ds.skipped else []
+                note = "; no checkpoint yet, starting at step 0" if self.resume and resume_from is None else ""
+                yield Event("start", s.step, spec.steps, message=(
+                    f"{self.v.name} on {ds.name} ({', '.join(extra)}) on {dev}"
+                    + (f" x {world.size} processes" if world.size > 1 else "")
+                    + f", {self.precision}" + (f", DiffAugment {policy}" if policy else "") + note))
+                yield from self._loop(world, runner, batches, mon, snap)
+        finally:
+            tb.close()
+
+    def _checkpoint_note(self) -> str:
+        if self.saved_step is None:
+            return "no checkpoint was written yet: start over with lower learning rates (--set lr_d=... lr_g=...)"
+        return (f"the last good checkpoint in {self.folder.path} (step {self.saved_step}) is kept: lower the learning "
+                "rates (--set lr_d=... lr_g=...) and --resume, or start over")
+
+    def _snapshot(self, world: dist.World, snap: Snapshotter | None, kind: str) -> tuple[Event, torch.Tensor] | None:
+        """A preview (rank 0) or a checkpoint (every rank gathers its RNG; rank 0 writes). Errors are agreed."""
+        s = self._state
+        rng = dist.gather_rng(world, self.dev) if kind == "checkpoint" else None
+        result, err = None, None
+        if snap is not None:
+            try:
+                G = snap.ready(s.G_ema)
+                pic, img = snap.grid(G)
+                if kind == "checkpoint":
+                    snap.save(s, rng, G, pic)
+                    self.saved_step = s.step
+                result = Event(kind, s.step, self.spec.steps, image=pic), img
+            except GanhubError as e:
+                err = e
+        if kind == "checkpoint":
+            _agree(world, err)
+            self.saved_step = s.step
+        elif err is not None:
+            raise err
+        return result
+
+    def _loop(self, world: dist.World, runner: PhaseRunner, batches: Batches, mon: Monitor | None,
+              snap: Snapshotter | None) -> Iterator[Event]:
+        s, spec, cfg = self._state, self.spec, self.cfg
+        mid_step = False
+        with _Interrupts(world.size > 1) as interrupts:
+            try:
+                while s.step < spec.steps:
+                    mid_step = True
+                    try:
+                        logs = runner.run(batches, s.step)
+                    except TrainingDiverged as e:
+                        raise TrainingDiverged(f"{str(e).split(';')[0]}; {self._checkpoint_note()}") from None
+                    s.step += 1
+                    s.data_position = batches.position
+                    update_ema(s.G_ema, s.G, cfg, s.step * spec.global_batch, spec.global_batch)
+                    if world.size > 1:
+                        _sync_buffers([s.G, s.D, s.G_ema], world)
+                    mid_step = False
+                    if mon is not None:
+                        s.elapsed = mon.elapsed
+                        yield from mon.after_step(s.step, logs)
+                    is_ckpt = s.step % self.checkpoint_every == 0 or s.step == spec.steps
+                    stopping = dist.any_rank(bool(self.stop is not None and self.stop.is_set()) or interrupts.requested,
+                                             world)
+                    if is_ckpt or stopping or s.step % self.preview_every == 0:
+                        if mon is not None:
+                            mon.log.flush()
+                        shot = self._snapshot(world, snap, "checkpoint" if is_ckpt or stopping else "preview")
+                        if shot is not None and (is_ckpt or s.step % self.preview_every == 0):
+                            yield from mon.after_snapshot(shot[0], shot[1], logs)
+                    if stopping:
+                        if interrupts.requested:
+                            raise KeyboardInterrupt
+                        if mon is not None:
+                            yield Event("done", s.step, spec.steps, elapsed=mon.elapsed, message=(
+                                f"stopped at step {s.step}; resume with --resume (checkpoint in {self.folder.path})"))
+                        return
+                if mon is not None:
+                    yield Event("done", s.step, spec.steps, elapsed=mon.elapsed, message=f"finished: {self.folder.path}")
+            except (KeyboardInterrupt, GeneratorExit):  # a second Ctrl-C, or the consumer let go (a tab closed)
+                if world.size == 1 and not mid_step and s.step != self.saved_step and s.step > 0 and snap is not None:
+                    try:  # a stop, so save unless the step was cut in half
+                        mon.log.flush()
+                        self._snapshot(world, snap, "checkpoint")
+                    except GanhubError as e:  # e.g. the folder is gone; the interruption itself must propagate
+                        log.warning("could not save a checkpoint in %s on interruption: %s", self.folder.path, e)
+                raise
