@@ -46,9 +46,18 @@ def conditional_config(v: Variant) -> BaseConfig | None:
         return tiny_config(v)
     try:
         cfg = tiny_config(v, num_classes=TEST_CLASSES)
-        build_models(v, cfg)
+        G, _ = build_models(v, cfg)
     except ConfigError:
         return None
+    z, c = torch.randn(2, cfg.z_dim), torch.arange(2) % TEST_CLASSES
+    try:
+        with torch.no_grad():
+            G.eval()(z, c)
+    except TypeError as e:
+        raise AssertionError(
+            f"{v.name}: builds with num_classes={TEST_CLASSES} but G(z, c) fails ({e}); take the class labels, "
+            "or refuse num_classes > 0 in build with a ganhub.errors.ConfigError"
+        ) from None
     return cfg
 
 

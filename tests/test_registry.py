@@ -79,6 +79,77 @@ def test_validation_names_the_fix():
         registry.validate(dataclasses.replace(good, reg_phases={"R1": ("X", 4)}), "dcgan")
     with pytest.raises(registry.PluginError, match="is missing"):
         registry.validate(dataclasses.replace(good, loss=lambda phase, G: None), "dcgan")
+    with pytest.raises(registry.PluginError, match="post_step must be a function"):
+        registry.validate(dataclasses.replace(good, post_step=lambda G, D: None), "dcgan")
+    with pytest.raises(registry.PluginError, match="make_optimizers must be a function"):
+        registry.validate(dataclasses.replace(good, make_optimizers=lambda G: None), "dcgan")
+    with pytest.raises(registry.PluginError, match="test_config is invalid: config key 'batch_size'"):
+        registry.validate(dataclasses.replace(good, test_config={"batch_size": 0}), "dcgan")
+
+
+@pytest.fixture
+def hostile_dist(tmp_path, monkeypatch):
+    root = make_fake_distribution(tmp_path / "site", broken=True, extra=True, hostile=True)
+    monkeypatch.syspath_prepend(str(root))
+    registry.reload()
+    yield root
+    for mod in [m for m in sys.modules if m.startswith("fakeplug_")]:
+        del sys.modules[mod]
+    registry.reload()
+
+
+def test_escapes_at_import_are_isolated_and_listed(hostile_dist):
+    names = {e.name for e in registry.entries()}  # must not raise SystemExit / KeyboardInterrupt / GeneratorExit
+    assert {"toy-mlp", "vanilla", "sngan"} <= names
+    failures = {f.name: f for f in registry.failures()}
+    assert "SystemExit(3)" in failures["exits"].error and "sys.exit()" in failures["exits"].error
+    assert "KeyboardInterrupt raised by the plugin" in failures["kbint"].error
+    assert "GeneratorExit" in failures["genexit"].error
+    assert all(failures[n].package == "fakeplug" and failures[n].version == "0.3" for n in ("exits", "kbint", "genexit"))
+    assert all("\n" not in f.error for f in failures.values())
+
+
+def test_v1_plugins_get_one_migration_line(hostile_dist):
+    failures = {f.name: f.error for f in registry.failures()}
+    for name in ("old-style", "old-explicit", "old-train-step"):
+        msg = failures[name]
+        assert "plugin API 1" in msg, (name, msg)
+        assert "fake, real_labels, fake_labels" in msg and "train_step" in msg and "api_version=2" in msg, msg
+        assert "\n" not in msg
+
+
+def test_contract_breaches_are_refused_naming_the_fix(hostile_dist):
+    failures = {f.name: f.error for f in registry.failures()}
+    assert "declares on_epoch_end, which ganhub never calls" in failures["extra-hook"]
+    assert "config key 'width' must be >= 1, got 0" in failures["bad-bounds"]
+
+
+@pytest.mark.parametrize("name, why", [
+    ("broken-one", "failed to load: ImportError: simulated"),
+    ("exits", "failed to load: SystemExit(3)"),
+    ("future", "targets plugin API 99"),
+    ("old-style", "plugin API 1"),
+    ("dcgan", "duplicate variant name 'dcgan'"),
+])
+def test_using_an_installed_but_failed_plugin_says_why(hostile_dist, name, why):
+    with pytest.raises(UnknownVariant) as e:
+        registry.get(name)
+    msg = str(e.value)
+    assert f"variant {name!r} is installed" in msg and why in msg and "\n" not in msg, msg
+
+
+def test_a_real_ctrl_c_during_plugin_import_still_interrupts(tmp_path):
+    root = make_fake_distribution(tmp_path / "site", broken=False, sigint=True)
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    out = subprocess.run([sys.executable, "-c", "from ganhub import registry; registry.entries(); print('SURVIVED')"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert "SURVIVED" not in out.stdout and "KeyboardInterrupt" in out.stderr, (out.stdout, out.stderr[-500:])
+
+
+def test_plugin_error_is_a_ganhub_error():
+    from ganhub.errors import GanhubError, PluginError
+
+    assert issubclass(PluginError, GanhubError) and registry.PluginError is PluginError
 
 
 def test_unknown_variant_lists_known_ones():
