@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from ganhub.errors import FolderError, GanhubError
-from ganhub.run import CONFIG, MODEL, SAMPLES, read_config
+from ganhub.run import CONFIG, MODEL, README, SAMPLES, RunFolder
 
-CARD = "README.md"
+CARD = README
 FILES = [CONFIG, MODEL, SAMPLES, CARD]  # what a Hub repo holds; never checkpoint/ (resume state stays local)
 DATASETS = {  # ganhub dataset name -> (Hub dataset id, pretty name)
     "fashion-mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST"),
@@ -218,8 +218,8 @@ def _explain(e: Exception, repo_id: str, token: str | None, action: str) -> HubE
 
 
 def _read_meta(folder: Path) -> dict[str, Any]:
-    meta = read_config(folder)
-    return meta
+    """config.json through ganhub.run's validated reader (key by key; FolderError naming the key)."""
+    return RunFolder(folder).meta
 
 
 def pull(repo_id: str, *, revision: str | None = None, token: str | None = None) -> Path:
@@ -234,7 +234,7 @@ def pull(repo_id: str, *, revision: str | None = None, token: str | None = None)
             path = Path(snapshot_download(repo_id, revision=revision, token=tok or None, allow_patterns=FILES))
     except Exception as e:  # every failure becomes one line; the token is scrubbed
         raise _explain(e, repo_id, tok, "pull") from None
-    if not (path / CONFIG).is_file():
+    if not RunFolder(path).has_config():
         raise HubError(f"{repo_id} is not a ganhub model repo (no {CONFIG}); check the id")
     try:
         _read_meta(path)
@@ -396,7 +396,7 @@ def _body(meta: dict[str, Any], folder: Path, repo_id: str | None, revision: str
     paper = paper_of(variant)
     if paper:
         lines += [f"Paper: {paper}", ""]
-    if (folder / SAMPLES).exists():
+    if RunFolder(folder).samples_path.is_file():
         lines += ["![samples](samples.png)", "", f"Samples at step {meta.get('step')} (fixed latents, EMA generator).", ""]
     labels = ", labels=3" if k else ""
     lines += ["## Use", "",
@@ -499,7 +499,7 @@ def write_model_card(folder: str | Path, dest: str | Path | None = None, **kwarg
     from ganhub.run import atomic_write
 
     folder = Path(folder)
-    dest = Path(dest) if dest is not None else folder / CARD
+    dest = Path(dest) if dest is not None else RunFolder(folder).readme_path
     if "existing" not in kwargs and dest.is_file():
         kwargs["existing"] = dest.read_text(encoding="utf-8", errors="replace")
     atomic_write(dest, str(model_card(folder, **kwargs)).encode())
@@ -512,13 +512,13 @@ def write_model_card(folder: str | Path, dest: str | Path | None = None, **kwarg
 
 def _stage(folder: Path, staging: Path) -> None:
     """Hard-link (or copy, across file systems) the files to upload: the run folder is only read."""
-    for name in (CONFIG, MODEL, SAMPLES):
-        src = folder / name
+    rf = RunFolder(folder)
+    for src in (rf.config_path, rf.model_path, rf.samples_path):
         if src.is_file():
             try:
-                os.link(src, staging / name)
+                os.link(src, staging / src.name)
             except OSError:
-                shutil.copy2(src, staging / name)
+                shutil.copy2(src, staging / src.name)
 
 
 def _check_model(path: Path) -> None:
@@ -560,15 +560,16 @@ def push(folder: str | Path, repo_id: str, *, private: bool = False, token: str 
         _check_license(license)
     if datasets is not None:
         _check_datasets(datasets)
+    rf = RunFolder(folder)
     meta = _read_meta(folder)
-    if not (folder / MODEL).is_file():
+    if not rf.has_model():
         raise HubError(f"{folder} has no {MODEL}; train it first")
-    _check_model(folder / MODEL)
+    _check_model(rf.model_path)
     tok = _token(token, allow_env_token)
     if not tok:
         raise HubError("no Hugging Face token: log in with `hf auth login`, set HF_TOKEN or pass --token"
                        if allow_env_token else "no Hugging Face token: sign in to push")
-    local_card = folder / CARD
+    local_card = rf.readme_path
     existing = local_card.read_text(encoding="utf-8", errors="replace") if local_card.is_file() else None
     if existing is not None:  # check the local card before any request
         model_card(folder, repo_id=repo_id, revision=revision, license=license, datasets=datasets, existing=existing)

@@ -437,9 +437,12 @@ def _prepare_dir(out: Path, target: Path | None = None) -> None:
         raise _os_error(e, target) from None
 
 
-def _write_grid(img: Image.Image, out: Path) -> Path:
-    from ganhub.run import atomic_write  # the previous file stays whole if this write fails
+def save_grid(img: Image.Image, out: str | Path) -> Path:
+    """Write a grid image (e.g. from class_grid or style_mix) as PNG, atomically: on any failure the previous
+    file stays whole, and the error is one line (a file in the path, read-only place, full disk)."""
+    from ganhub.run import atomic_write
 
+    out = _out_path(out)
     if out.is_dir():
         raise OutputError(f"{out} is a directory; give a file path ending in .png, or a directory without .png")
     _prepare_dir(out.parent, out)
@@ -450,6 +453,9 @@ def _write_grid(img: Image.Image, out: Path) -> Path:
     except OSError as e:
         raise _os_error(e, out) from None
     return out
+
+
+_write_grid = save_grid  # the name cli.py used first
 
 
 def _write_dir(chunks: Iterator[torch.Tensor], out: Path, n: int) -> Path:
@@ -478,7 +484,7 @@ def save_images(images: torch.Tensor, out: str | Path, nrow: int | None = None) 
     (what FID tools read)."""
     out = _out_path(out)
     if _is_grid_path(out):
-        return _write_grid(to_grid(images, nrow=nrow), out)
+        return save_grid(to_grid(images, nrow=nrow), out)
     return _write_dir(iter(images.split(BATCH)), out, len(images))
 
 
@@ -496,7 +502,7 @@ def write_samples(G: nn.Module, n: int, seed: int, out: str | Path, *, truncatio
                               "give a directory (a path without .png) to write one PNG per sample")
         if out.is_dir():
             raise OutputError(f"{out} is a directory; give a file path ending in .png, or a directory without .png")
-        return _write_grid(to_grid(sample(G, n, seed, truncation, labels)), out)
+        return save_grid(to_grid(sample(G, n, seed, truncation, labels)), out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out} is a file, not a directory; give a new directory or a path ending in .png")
     return _write_dir(iter_samples(G, n, seed, truncation=truncation, labels=labels), out, n)

@@ -303,3 +303,14 @@ def test_a_conditional_plugin_samples_by_class():
     assert a.shape == (4, 1, 32, 32) and not torch.equal(a, b)  # same latents, another class
     assert torch.equal(sample(G, 4, seed=0), sample(G, 4, seed=0))
     assert S.class_grid(G, 2, seed=0).size == (2 * 34 + 2, 3 * 34 + 2)
+
+
+def test_save_grid_is_atomic_and_one_line(tmp_path):
+    img = S.class_grid(CondG(), 2, seed=0)
+    out = S.save_grid(img, tmp_path / "g.png")
+    assert Image.open(out).size == img.size
+    blocker = tmp_path / "f"
+    blocker.write_text("x")
+    with pytest.raises(S.OutputError, match="a file stands in its path"):
+        S.save_grid(img, blocker / "g.png")
+    assert {p.name for p in tmp_path.iterdir()} == {"g.png", "f"}  # no temp file left behind
