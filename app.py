@@ -1,80 +1,148 @@
 """ganhub's Gradio app: sample, interpolate, style-mix, train, evaluate, push/pull, plugins.
 
-Built only from the registry and ganhub's public API: a newly installed plugin appears with no change
-here. `python app.py` serves it (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT are honoured by Gradio).
-Every action has a stable api_name so gradio_client and scripts can drive it.
+Built only from the registry and ganhub's public API: a newly installed plugin appears with no change here.
+`python app.py` serves it the way a Hugging Face Space does, with an MCP server: every action has a stable
+api_name and a description, for gradio_client, scripts and agents (GRADIO_SERVER_NAME / _PORT honoured).
+
+On a Space (decided as Gradio decides it: SYSTEM=spaces) the app is public, so
+- Hub writes use only the signed-in visitor's OAuth token, never the Space's own token;
+- models come only from the bundled weights, Hub repo ids and the visitor's own runs (no server paths);
+- each visitor is a random secret kept in their browser (gr.BrowserState); their runs live in a folder
+  named after its hash, so no visitor can name another's; quotas apply per visitor (shown in the page);
+- at most LIMITS.slots trainings run at once, each in its own process; the others wait in line, told
+  their place, and can leave it.
+Nothing is written outside the runs folder and the temp folder (and the Hub / dataset caches).
 """
 
 from __future__ import annotations
 
+import base64
+import collections
+import hashlib
+import inspect
+import io
 import json
 import logging
 import os
-import shlex
+import random
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
+import textwrap
 import threading
+import time
 import uuid
+from dataclasses import dataclass, field
 from functools import lru_cache, wraps
 from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+from gradio.utils import get_space
+from PIL import Image, ImageDraw, ImageFont
+
+
+def on_space() -> bool:
+    """Whether this is a Hugging Face Space, decided exactly as Gradio decides it (OAuth routes, API, PWA)."""
+    return get_space() is not None
+
 
 # The bundled weights sit next to this file, wherever ganhub itself was installed.
 os.environ.setdefault("GANHUB_WEIGHTS_DIR", str(Path(__file__).resolve().parent / "weights"))
-# Gradio's run history keeps every call's inputs in the browser's localStorage, the Hub token box
-# included; a token must never be stored, so it is off (launch() reads this when not told otherwise).
+# Gradio's run history keeps every call's inputs in the browser (the token box, the visitor secret): off.
 os.environ.setdefault("GRADIO_RUN_HISTORY", "false")
+if on_space():  # the app never acts with the Space's own account: only a signed-in visitor's token is used
+    os.environ.pop("HF_TOKEN", None)
+    os.environ["HF_HUB_DISABLE_IMPLICIT_TOKEN"] = "1"
 
-from ganhub import registry
-from ganhub.errors import GanhubError
-from ganhub.run import CHECKPOINT, CONFIG, read_config
-from ganhub.sample import gif_bytes, interpolate, sample, style_mix, to_grid, to_pil
-from ganhub.source import bundled, load_generator, weights_dir
-from ganhub.variant import capabilities, config_to_dict
+from ganhub import registry  # noqa: E402  (after the environment above is set)
+from ganhub.errors import GanhubError  # noqa: E402
+from ganhub.hub import LOWER_IS_BETTER, metric_label  # noqa: E402
+from ganhub.precision import PRECISIONS  # noqa: E402
+from ganhub.run import CONFIG, MODEL, RunFolder  # noqa: E402
+from ganhub.sample import gif_bytes, interpolate, sample, style_mix, to_grid  # noqa: E402
+from ganhub.source import bundled, load_generator, weights_dir  # noqa: E402
+from ganhub.variant import capabilities, config_to_dict, make_config  # noqa: E402
 
 log = logging.getLogger("ganhub.app")
 RUNS = Path(os.environ.get("GANHUB_RUNS_DIR", "runs/app")).resolve()
-OUT = Path(tempfile.mkdtemp(prefix="ganhub-app-"))
-MAX_SAMPLES, MAX_FRAMES, MAX_STEPS, MAX_EVAL_SOURCES = 64, 32, 20_000, 6  # bounds per request on a free 2-vCPU Space
+OUT = Path(tempfile.mkdtemp(prefix="ganhub-app-"))  # downloads and shown images; nothing else is written
+MAX_SAMPLES, MAX_FRAMES, MAX_EVAL_SOURCES, MAX_SEED = 64, 32, 6, 2**31 - 1
+SHOWN_WIDTH = 640  # small images are enlarged (nearest neighbour) to about this width, for display and download
 
 
-def _best_bundled() -> str:
-    """The bundled model with the lowest recorded FID: what a first visitor should see."""
+@dataclass(frozen=True)
+class Limits:
+    """What one press of Train may use. Space defaults suit the free 2-vCPU hardware; GANHUB_* overrides."""
 
-    def fid(name: str) -> float:
-        try:
-            return float(json.loads((weights_dir() / name / CONFIG).read_text())["metrics"]["fid"]["value"])
-        except (OSError, KeyError, TypeError, ValueError):
-            return float("inf")
+    steps: int  # steps trained per press of Train
+    minutes: float  # wall-clock minutes per press of Train (0 = no limit)
+    runs_per_hour: int  # trainings started per visitor per hour (0 = no limit)
+    slots: int  # trainings running at once, for everyone
+    waiting: int  # visitors who may wait in line for a slot
 
-    return min(bundled(), key=fid, default="")
+    @classmethod
+    def from_env(cls) -> Limits:
+        space = on_space()
+
+        def get(name: str, on_space_: float, locally: float) -> float:
+            return float(os.environ.get(f"GANHUB_{name}", on_space_ if space else locally))
+
+        return cls(steps=int(get("MAX_STEPS", 2000, 20_000)), minutes=get("MAX_MINUTES", 10, 0),
+                   runs_per_hour=int(get("RUNS_PER_HOUR", 6, 0)), slots=max(1, int(get("TRAIN_SLOTS", 2, 2))),
+                   waiting=int(get("MAX_WAITING", 8, 8)))
+
+    def text(self) -> str:
+        parts = [f"up to {self.steps:,} steps" + (f" or {self.minutes:g} minutes" if self.minutes else "") + " per run"]
+        if self.runs_per_hour:
+            parts.append(f"{self.runs_per_hour} runs per visitor per hour")
+        parts.append(f"{self.slots} trainings at once (others wait in line)")
+        return ("This Space allows " if on_space() else "Limits here: ") + ", ".join(parts) + "."
 
 
-DEFAULT = _best_bundled()
-ON_SPACES = bool(os.environ.get("SPACE_ID"))
-JOBS: dict[str, dict] = {}  # session hash -> {"stop": Event, "out": Path}: one training job per session
+LIMITS = Limits.from_env()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Messages: sentences for visitors, never tracebacks, CLI flags or server paths
+
+FLAGS = {"--resume": "Train (with your run chosen)", "--steps": "steps", "--limit": "max images", "--seed": "seed",
+         "--n": "count", "--token": "the Hugging Face sign-in", "--out": "a new run", "--dataset": "dataset",
+         "--truncation": "ψ", "--revision": "user/repo@revision", "--precision": "precision"}
+
+
+def web(msg: str) -> str:
+    """A library message in the page's words: run folders by their run name, no other server path, no flags."""
+    msg = re.sub(re.escape(str(RUNS)) + r"/[0-9a-f]+/([\w.-]+)", r"your run \1", msg)
+    msg = msg.replace(str(weights_dir()) + "/", "bundled ").replace(str(OUT), "a download")
+    msg = re.sub(r"(?<![\w.])/(?:[\w.~-]+/)+([\w.~-]+)", r"\1", msg)  # any other absolute path: its last part
+    msg = re.sub(r"`?--set (\w+)=[^\s`;,)]*`?", r"\1 (Advanced → config)", msg)
+    msg = re.sub(r"`?(--[a-z-]+)`?", lambda m: FLAGS.get(m.group(1), m.group(1).lstrip("-")), msg)
+    msg = re.sub(r"log in with `hf auth login`, set HF_TOKEN or pass [^;.]*", "sign in with Hugging Face", msg)
+    return msg.replace("`", "")
 
 
 def user_errors(fn):
-    """GanhubError -> gr.Error with its sentence; anything else -> a short sentence, logged here."""
+    """GanhubError -> gr.Error in the page's words; anything else -> a short sentence (details in the log)."""
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             result = fn(*args, **kwargs)
-            if hasattr(result, "__next__"):
+            if inspect.isgenerator(result):
                 yield from result
             else:
                 yield result
         except gr.Error:
             raise
         except GanhubError as e:
-            raise gr.Error(str(e)) from None
+            raise gr.Error(web(str(e))) from None
         except Exception:
             log.exception("unexpected error in %s", fn.__name__)
-            raise gr.Error(f"{fn.__name__.replace('_', ' ')} failed unexpectedly; the server log has details") from None
+            raise gr.Error("Something went wrong on the server; please try again, or with other settings "
+                           "(the error was logged).") from None
 
     return wrapper
 
@@ -90,237 +158,911 @@ def plain(fn):
     return wrapper
 
 
-@lru_cache(maxsize=8)
-def _load(source: str):
-    return load_generator(source.strip())
-
-
-def _save(img, name: str) -> str:
-    """Write a download under a readable file name (one fresh folder per request, so names never clash)."""
-    path = OUT / uuid.uuid4().hex / "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    path.parent.mkdir()
-    img.save(path) if hasattr(img, "save") else path.write_bytes(img)
-    return str(path)
-
-
-def _scaled(img, scale: int = 4):
-    return img.resize((img.width * scale, img.height * scale), 0) if img.width < 400 else img
-
-
-@plain
-def do_sample(source: str, seed: float, n: float, truncation: float):
-    n = int(n)
-    if not 1 <= n <= MAX_SAMPLES:
-        raise gr.Error(f"count must be between 1 and {MAX_SAMPLES}")
-    G = _load(source).G
-    psi = float(truncation) if "mapping" in capabilities(G) else 1.0
-    grid = to_grid(sample(G, n, int(seed), truncation=psi))
-    return _scaled(grid, 3), _save(grid, f"{Path(source.strip()).name}-seed{int(seed)}-n{n}.png")
-
-
-@plain
-def do_interpolate(source: str, seed_a: float, seed_b: float, method: str, frames: float):
-    frames = int(frames)
-    if not 2 <= frames <= MAX_FRAMES:
-        raise gr.Error(f"frames must be between 2 and {MAX_FRAMES}")
-    x = interpolate(_load(source).G, int(seed_a), int(seed_b), frames, method)
-    if x.dim() != 4:
-        raise gr.Error("interpolation needs an image generator")
-    name = f"{Path(source.strip()).name}-{method}-seed{int(seed_a)}-to-{int(seed_b)}.gif"
-    return [_scaled(to_pil(f), 4) for f in x], _save(gif_bytes(x), name)
-
-
-def _seeds(text: str) -> list[int]:
+def whole(value, what: str, lo: int, hi: int) -> int:
+    """A whole number from a box that may be empty, fractional or out of range -> int, or a friendly error."""
     try:
-        seeds = [int(s) for s in str(text).replace(",", " ").split()]
+        number = float(value)
+    except (TypeError, ValueError):
+        raise gr.Error(f"{what} is empty; enter a whole number from {lo:,} to {hi:,}") from None
+    if number != number or not number.is_integer() or not lo <= number <= hi:
+        raise gr.Error(f"{what} must be a whole number from {lo:,} to {hi:,}, got {value}")
+    return int(number)
+
+
+def seeds_of(text: str, what: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in str(text or "").replace(",", " ").split()]
     except ValueError:
-        raise gr.Error(f"seeds must be whole numbers separated by commas, got {text!r}") from None
-    if not 1 <= len(seeds) <= 8:
-        raise gr.Error("give between 1 and 8 seeds")
+        raise gr.Error(f"{what} must be whole numbers separated by commas, got {text!r}") from None
+    if not 1 <= len(seeds) <= 8 or not all(0 <= s <= MAX_SEED for s in seeds):
+        raise gr.Error(f"{what}: give 1 to 8 seeds, each from 0 to {MAX_SEED:,}")
     return seeds
 
 
-@plain
-def do_style_mix(source: str, rows: str, cols: str, crossover: float):
-    G = _load(source).G
-    if "mapping" not in capabilities(G):
-        raise gr.Error(f"{_load(source).name} has no mapping network, so coarse and fine styles cannot be mixed; "
-                       "pick a stylegan-lite source")
-    return _scaled(style_mix(G, _seeds(rows), _seeds(cols), int(crossover)), 3)
+class OpenDropdown(gr.Dropdown):
+    """A dropdown that also takes what is typed (a Hub repo id) or set later (a run): its API schema is a
+    string, not an enum of today's choices, so scripts and agents are not told the wrong values."""
+
+    schema = {"type": "string"}
+
+    def api_info(self) -> dict:
+        return dict(self.schema)
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "dropdown"
 
 
-def crossover_slider(source: str, current: float = 4):
-    """The crossover slider's range follows the generator: layers 1 .. num_ws - 1."""
-    try:
-        top = int(_load(source).G.num_ws) - 1
-    except (GanhubError, AttributeError, TypeError, ValueError):  # no mapping network: do_style_mix explains
-        return gr.Slider(minimum=1, maximum=9, value=current)
-    return gr.Slider(minimum=1, maximum=top, value=min(max(int(current), 1), top))
+class ClassDropdown(OpenDropdown):
+    schema = {"type": "integer", "description": "class number, or -1 for random classes"}
 
 
-def config_json(variant: str) -> str:
-    try:
-        return json.dumps(config_to_dict(registry.get(variant).make_config()), indent=2)
-    except GanhubError as e:
-        raise gr.Error(str(e)) from None
+# ---------------------------------------------------------------------------------------------------------
+# Visitors, their runs, and the sources they may use
+
+SECRET = re.compile(r"[0-9a-f]{32}")
+RUN_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,79}")
+REPO = re.compile(r"[\w.-]+/[\w.-]+(@[\w./-]+)?")
 
 
-def _loss_frame(out: Path) -> pd.DataFrame:
-    from ganhub.train import read_log
+def visitor_key(secret: str | None, request: gr.Request | None) -> str:
+    """The visitor's folder name: a hash of the secret their browser keeps (else of this session)."""
+    s = str(secret or "")
+    if not SECRET.fullmatch(s):
+        s = "session:" + (getattr(request, "session_hash", None) or "none")
+    return hashlib.sha256(s.encode()).hexdigest()[:24]
 
-    rows = read_log(out)[-2000:]
-    long = [{"step": r["step"], "loss": k, "value": v} for r in rows for k, v in r.items() if k != "step"]
-    return pd.DataFrame(long or [{"step": 0, "loss": "loss_D", "value": 0.0}])
+
+def my_runs(key: str) -> list[str]:
+    """The visitor's run names, newest first."""
+    root = RUNS / key
+    runs = [p for p in root.iterdir() if (p / CONFIG).is_file()] if root.is_dir() else []
+    return [p.name for p in sorted(runs, key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
-def _app_run(run_dir: str, what: str) -> Path:
-    """A run folder this app trained, named in the 'run folder' box. Nothing outside RUNS: the handlers are
-    a public API on a Space, and the random folder name is what keeps one visitor's run from another's."""
-    out = Path(run_dir or "").resolve()
-    if not str(run_dir or "").strip() or not out.is_relative_to(RUNS) or not (out / CHECKPOINT).is_file():
-        raise gr.Error(f"nothing to {what}: train first, or put a run folder of this app in the 'run folder' box "
-                       "(the last one is remembered in this browser)")
+def my_run(key: str, name: str, what: str) -> Path:
+    name = str(name or "").strip()
+    out = RUNS / key / name
+    if not RUN_NAME.fullmatch(name) or not (out / CONFIG).is_file():
+        raise gr.Error(f"choose one of your runs to {what}" + (f"; {name!r} is not one of them" if name else ""))
     return out
 
 
-def _cli_command(variant: str, dataset: str, steps: int, out: Path, overrides: dict, limit: int | None) -> str:
-    """The `ganhub train` command that reproduces an app run (recorded in config.json and the model card)."""
-    parts = ["ganhub", "train", variant, "--dataset", "<your images>.zip" if dataset == "upload (zip)" else dataset,
-             "--steps", str(steps), "--seed", "0", "--out", f"runs/{out.name}"]
-    if limit:
-        parts += ["--limit", str(limit)]
-    for key, value in overrides.items():
-        shown = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-        parts += ["--set", f"{key}={shown}"]
-    return shlex.join(parts)
+def source_choices(key: str) -> list[tuple[str, str]]:
+    return [(n, n) for n in bundled()] + [(f"your run {n}", f"run:{n}") for n in my_runs(key)]
+
+
+def source_folder(source: str, key: str) -> tuple[Path, str]:
+    """A source a visitor may use -> (local folder, name to show). On a Space: bundled weights, Hub repo ids
+    (downloaded to the Hub cache) and the visitor's own runs; locally also any run folder on this computer."""
+    from ganhub.hub import resolve_source
+
+    s = str(source or "").strip()
+    if not s:
+        raise gr.Error("choose a model first: a bundled one, one of your runs or a Hub repo id user/repo")
+    if s in bundled():
+        return weights_dir() / s, s
+    if s.startswith("run:"):
+        return my_run(key, s[4:], "use"), f"your run {s[4:]}"
+    if not on_space() and (Path(s).expanduser() / CONFIG).is_file():
+        return Path(s).expanduser().resolve(), Path(s).name
+    if REPO.fullmatch(s):
+        return resolve_source(s), s
+    names = ", ".join(bundled()) or "none"
+    where = "" if on_space() else ", a run folder on this computer"
+    raise gr.Error(f"{s!r} is not a bundled model ({names}), one of your runs{where} or a Hub repo id user/repo")
+
+
+@lru_cache(maxsize=8)
+def _loaded(path: str, stamp: float):
+    return load_generator(Path(path))
+
+
+def load(folder: Path):
+    """The folder's generator, cached until its weights change (a run that trained further)."""
+    model = folder / MODEL
+    return _loaded(str(folder), model.stat().st_mtime if model.is_file() else 0.0)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Images: lossless PNG, enlarged to the shown size; the download is exactly what is shown
+
+
+def enlarged(img: Image.Image) -> Image.Image:
+    s = max(1, min(8, SHOWN_WIDTH // max(img.width, 1)))
+    return img.resize((img.width * s, img.height * s), Image.NEAREST) if s > 1 else img
+
+
+def save(data: Image.Image | bytes, name: str) -> str:
+    """Write a download under a readable name (one fresh folder per request, so names never clash)."""
+    path = OUT / uuid.uuid4().hex / "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    path.parent.mkdir()
+    data.save(path, format="PNG") if isinstance(data, Image.Image) else path.write_bytes(data)
+    return str(path)
+
+
+def font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # Pillow without FreeType: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def labelled_mix(grid: Image.Image, rows: list[int], cols: list[int], crossover: int, num_ws: int) -> Image.Image:
+    """Karras et al.'s style-mixing figure with its labels: a header over the columns and one per row."""
+    grid = enlarged(grid)
+    tile_w, tile_h = grid.width / (len(cols) + 1), grid.height / (len(rows) + 1)
+    size = max(12, min(18, int(tile_w / 7)))
+    f, small = font(size), font(max(11, size - 3))
+    top, left = 2 * size + 14, int(tile_w) + 12
+    canvas = Image.new("RGB", (grid.width + left, grid.height + top), "white")
+    canvas.paste(grid.convert("RGB"), (left, top))
+    d = ImageDraw.Draw(canvas)
+    d.text((left + tile_w * 1.0, 4), f"fine styles (layers {crossover + 1}-{num_ws}) from seed ↓", fill="black", font=f)
+    for j, c in enumerate(cols):
+        d.text((left + tile_w * (j + 1.5), top - 4), f"seed {c}", fill="black", font=small, anchor="md")
+    d.text((4, top + tile_h * 0.5), f"coarse (layers\n1-{crossover}) from\nthe seed →", fill="black", font=small,
+           anchor="lm")
+    for i, r in enumerate(rows):
+        d.text((left - 6, top + tile_h * (i + 1.5)), f"seed {r}", fill="black", font=small, anchor="rm")
+    return canvas
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sample, interpolate, style-mix, describe_model
+
+
+def sample_png(folder: Path, name: str, seed: int, n: int, psi: float, label: int | None) -> str:
+    G = load(folder).G
+    psi = psi if "mapping" in capabilities(G) else 1.0
+    if label is not None and "classes" not in capabilities(G):
+        raise gr.Error(f"{name} is unconditional (it has no classes); leave the class at -1 (any)")
+    labels = label
+    grid = enlarged(to_grid(sample(G, n, seed, truncation=psi, labels=labels)))
+    tag = f"-class{label}" if labels is not None else ""
+    return save(grid, f"{Path(name).name.replace('your run ', '')}-seed{seed}-n{n}{tag}.png")
+
+
+@plain
+def sample_images(source: str, seed: float, count: float, truncation: float, label, visitor: str,
+              request: gr.Request):
+    """Generate a grid of images from a GAN: a bundled model, one of your runs, or a Hub repo id.
+
+    Args:
+        source: bundled model name (e.g. "stylegan-lite"), "run:<name>" for one of your runs, or a Hub repo id "user/repo".
+        seed: whole number; the same seed gives the same images.
+        count: how many images, 1 to 64.
+        truncation: ψ from 0 to 1 for generators with a mapping network (1 = off; lower = more typical, less varied).
+        label: class number for a conditional generator, or -1 / empty for random classes.
+        visitor: your private visitor id (32 hex characters) under which your runs are kept.
+    Returns:
+        samples: the grid as a lossless PNG, enlarged to about 640 px wide.
+    """
+    key = visitor_key(visitor, request)
+    seed, n = whole(seed, "seed", 0, MAX_SEED), whole(count, "count", 1, MAX_SAMPLES)
+    folder, name = source_folder(source, key)
+    k = None if label in (None, "", -1, "-1") else whole(label, "class", 0, 9999)
+    return sample_png(folder, name, seed, n, float(truncation if truncation is not None else 1.0), k)
+
+
+def random_seed() -> int:
+    return random.randint(0, 99_999)
+
+
+@plain
+def interpolate_seeds(source: str, seed_a: float, seed_b: float, path: str, frames: float, visitor: str,
+                   request: gr.Request):
+    """Walk the latent space between two seeds: an animated GIF and a strip of its frames.
+
+    Args:
+        source: bundled model name, "run:<name>" for one of your runs, or a Hub repo id "user/repo".
+        seed_a: the seed the walk starts from.
+        seed_b: the seed the walk ends at.
+        path: "slerp" (along the sphere, as the latents are Gaussian) or "lerp" (a straight line).
+        frames: number of frames, 2 to 32.
+        visitor: your private visitor id (32 hex characters).
+    Returns:
+        animation: animated GIF (forward then back, looping).
+        frames: the frames side by side as a lossless PNG.
+    """
+    key = visitor_key(visitor, request)
+    a, b = whole(seed_a, "seed A", 0, MAX_SEED), whole(seed_b, "seed B", 0, MAX_SEED)
+    n = whole(frames, "frames", 2, MAX_FRAMES)
+    if path not in ("slerp", "lerp"):
+        raise gr.Error(f"path must be slerp or lerp, got {path!r}")
+    folder, name = source_folder(source, key)
+    x = interpolate(load(folder).G, a, b, n, path)
+    if x.dim() != 4:
+        raise gr.Error(f"{name} generates 2-D points, not images; interpolation needs an image model")
+    base = f"{Path(name).name.replace('your run ', '')}-{path}-seed{a}-to-{b}"
+    scale = max(2, min(8, 256 // x.shape[-1]))
+    strip = to_grid(x, nrow=n)
+    return save(gif_bytes(x, scale=scale), base + ".gif"), save(enlarged(strip) if strip.width < 320 else strip,
+                                                                  base + "-frames.png")
+
+
+@lru_cache(maxsize=8)
+def balanced_crossover(folder: str, stamp: float) -> int:
+    """The crossover whose mixes differ about equally from both sources, over 8 x 8 seed pairs: a default
+    that visibly mixes (copying neither the row nor the column image)."""
+    import torch
+
+    from ganhub.sample import latents
+
+    G = load(Path(folder)).G
+    if "mapping" not in capabilities(G) or "classes" in capabilities(G):
+        return max(1, getattr(G, "num_ws", 2) // 2)
+
+    def synth(w):
+        torch.manual_seed(0)  # the same noise inputs for every batch
+        return G.synthesis(w)
+
+    with torch.no_grad():
+        w = G.mapping(torch.cat([latents(1, G.z_dim, s) for s in range(16)]).to(G.w_avg.device))
+        rows, cols = w[:8].repeat_interleave(8, 0), w[8:].repeat(8, 1)  # all 64 (row, column) pairs
+        rows, cols = rows[:, None].repeat(1, G.num_ws, 1), cols[:, None].repeat(1, G.num_ws, 1)
+        xr, xc = synth(rows), synth(cols)
+        gaps = {}
+        for k in range(1, G.num_ws):
+            mixed = torch.cat([rows[:, :k], cols[:, k:]], 1)
+            xm = synth(mixed)
+            gaps[k] = abs(float((xm - xr).abs().mean()) - float((xm - xc).abs().mean()))
+    return min(gaps, key=gaps.get)
+
+
+def crossover_slider(source: str, visitor: str = "", request: gr.Request | None = None):
+    """The crossover slider follows the generator: layers 1 .. num_ws - 1, set where mixes are balanced."""
+    try:
+        folder, _ = source_folder(source, visitor_key(visitor, request))
+        G = load(folder).G
+        top = int(G.num_ws) - 1
+        stamp = (folder / MODEL).stat().st_mtime
+    except (gr.Error, GanhubError, AttributeError, TypeError, ValueError, OSError):  # Mix then says what is wrong
+        return gr.Slider(minimum=1, maximum=9, value=2)
+    return gr.Slider(minimum=1, maximum=max(top, 1), value=min(balanced_crossover(str(folder), stamp), top))
+
+
+@plain
+def mix_styles(source: str, row_seeds: str, column_seeds: str, crossover: float, visitor: str,
+                 request: gr.Request):
+    """Style mixing (StyleGAN): each image takes its coarse styles from a row seed and its fine styles from a
+    column seed. Needs a generator with a mapping network (stylegan-lite).
+
+    Args:
+        source: bundled model name, "run:<name>" for one of your runs, or a Hub repo id "user/repo".
+        row_seeds: 1 to 8 seeds separated by commas; they give the coarse styles (pose, shape).
+        column_seeds: 1 to 8 seeds separated by commas; they give the fine styles (texture, shading).
+        crossover: the first layer whose style comes from the column seed (1 .. layers - 1).
+        visitor: your private visitor id (32 hex characters).
+    Returns:
+        style mix: the labelled grid as a lossless PNG (first row and column: the sources themselves).
+    """
+    key = visitor_key(visitor, request)
+    rows, cols = seeds_of(row_seeds, "row seeds"), seeds_of(column_seeds, "column seeds")
+    folder, name = source_folder(source, key)
+    G = load(folder).G
+    if "mapping" not in capabilities(G):
+        raise gr.Error(f"{name} has no mapping network, so coarse and fine styles cannot be mixed; "
+                       "pick a stylegan-lite model")
+    k = whole(crossover, "crossover layer", 1, G.num_ws - 1)
+    grid = labelled_mix(style_mix(G, rows, cols, k), rows, cols, k, G.num_ws)
+    return save(grid, f"{Path(name).name.replace('your run ', '')}-stylemix-{k}.png")
+
+
+EXTRACTOR_WORDS = {"fmnist": "Fashion-MNIST classifier", "inception": "Inception-v3"}
+
+
+def card_text(folder: Path, name: str) -> str:
+    meta = RunFolder(folder).meta
+    variant = str(meta.get("variant", "?"))
+    try:
+        summary = registry.get(variant).summary
+    except GanhubError:
+        summary = "(its plugin is not installed here)"
+    recipe = meta.get("recipe") if isinstance(meta.get("recipe"), dict) else {}
+    lines = [f"**{name}** · `{variant}`: {summary}"]
+    trained = f"{int(meta.get('step') or 0):,} training steps"
+    if recipe.get("dataset"):
+        data = str(recipe["dataset"])
+        trained += f" on {DATASETS[data].split(' (')[0] if data in DATASETS else Path(data).name}"
+    metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
+    facts = [trained]
+    fid = metrics.get("fid")
+    if isinstance(fid, dict) and isinstance(fid.get("value"), (int, float)):
+        n = (fid.get("protocol") or {}).get("n_generated")
+        facts.append(f"{metric_label('fid', fid)}: **{fid['value']:.1f}** (lower is better"
+                     + (f", {int(n):,} samples)" if n else ")"))
+    cov = (metrics.get("coverage") or {}).get("value")
+    if isinstance(cov, dict) and "classes" in cov:
+        facts.append(f"{cov['classes']}/{cov.get('of', '?')} classes generated")
+    return "  \n".join(lines + [" · ".join(facts)])
+
+
+def describe_model(source: str, visitor: str, request: gr.Request) -> str:
+    """What a model is and how good: its variant, training steps and data, FID with the extractor it used.
+
+    Args:
+        source: bundled model name, "run:<name>" for one of your runs, or a Hub repo id "user/repo".
+        visitor: your private visitor id (32 hex characters).
+    Returns:
+        about this model: a short card in Markdown.
+    """
+    try:
+        folder, name = source_folder(source, visitor_key(visitor, request))
+        return card_text(folder, name)
+    except (gr.Error, GanhubError) as e:
+        return f"⚠ {web(getattr(e, 'message', None) or str(e))}"
+
+
+def class_names(meta: dict) -> list[str]:
+    from ganhub.data import FMNIST_CLASSES
+
+    names = meta.get("class_names")
+    if isinstance(names, list) and names:
+        return [str(n) for n in names]
+    if str((meta.get("recipe") or {}).get("dataset")) == "fashion-mnist":
+        return list(FMNIST_CLASSES)
+    return []
+
+
+def source_controls(source: str, visitor: str, request: gr.Request):
+    """On a source change: its card, ψ only where a mapping network exists, a class picker where conditional."""
+    card = describe_model(source, visitor, request)
+    try:
+        folder, _ = source_folder(source, visitor_key(visitor, request))
+        loaded = load(folder)
+        caps, k = capabilities(loaded.G), int(getattr(loaded.G, "num_classes", 0) or 0)
+    except (gr.Error, GanhubError):
+        return card, gr.Slider(visible=False), gr.Dropdown(visible=False)
+    names = class_names(loaded.meta)
+    choices = [("any (random classes)", -1)] + [(names[i] if i < len(names) else f"class {i}", i) for i in range(k)]
+    return (card, gr.Slider(visible="mapping" in caps),
+            gr.Dropdown(choices=choices, value=-1, visible=k > 0))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training: each run in its own process, a bounded number at once, the others waiting in line
+
+
+def _train_worker() -> None:
+    """The child process of one training (see Job.start). Self-contained: it runs as `python -c <this
+    source>`, so it imports ganhub but not this app or Gradio, and has its own RNG, threads and memory.
+    stdin: the train() arguments as one JSON line, then "stop" lines (EOF = stop too). stdout: one JSON
+    event per line, every logged loss row included, a preview as base64 PNG."""
+    import base64
+    import io
+    import json
+    import os
+    import sys
+    import threading
+    import time
+    import traceback
+
+    events_out = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # anything else printed goes to the server log, not into the event stream
+    args = json.loads(sys.stdin.readline())
+    threads = args.pop("threads", None)
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    from ganhub.errors import GanhubError
+    from ganhub.train import train
+
+    stop = threading.Event()
+
+    def watch() -> None:
+        for line in sys.stdin:
+            if line.strip() == "stop":
+                break
+        stop.set()  # asked to, or the app went away: stop after this step, with a checkpoint
+
+    threading.Thread(target=watch, daemon=True).start()
+
+    def emit(**event) -> None:
+        events_out.write(json.dumps(event) + "\n")
+
+    rows, last = [], 0.0
+    try:
+        for ev in train(**args, stop=stop):
+            if ev.kind == "step":
+                rows.append({"step": ev.step, **ev.losses})
+                if time.time() - last < 0.25 and ev.step < ev.total:
+                    continue  # at most 4 updates a second; the rows keep every point
+            last = time.time()
+            image = None
+            if ev.image is not None:
+                buf = io.BytesIO()
+                ev.image.save(buf, format="PNG")
+                image = base64.b64encode(buf.getvalue()).decode()
+            emit(kind=ev.kind, step=ev.step, total=ev.total, ips=ev.images_per_s, elapsed=ev.elapsed, eta=ev.eta,
+                 message=ev.message, image=image, rows=rows)
+            rows = []
+    except GanhubError as e:
+        emit(kind="error", message=str(e))
+    except Exception as e:  # noqa: BLE001 - reported as one line; the traceback goes to the server log
+        traceback.print_exc()
+        emit(kind="crash", message=type(e).__name__)
+
+
+WORKER = textwrap.dedent(inspect.getsource(_train_worker)) + "\n_train_worker()\n"
+
+
+@dataclass(eq=False)
+class Job:
+    key: str  # the visitor
+    run: str  # the run's name (its folder under RUNS / key)
+    state: str = "waiting"  # waiting -> running -> done
+    stop_reason: str = ""  # "", "stop", "time", "left"
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    wake: threading.Event = field(default_factory=threading.Event)
+
+    def start(self, args: dict) -> None:
+        cwd = Path(args.pop("cwd"))
+        cwd.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen([sys.executable, "-c", WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, bufsize=1, cwd=cwd)
+        self.proc.stdin.write(json.dumps(args) + "\n")
+        self.proc.stdin.flush()
+        self.started = time.time()
+
+    def stop(self, reason: str = "stop") -> None:
+        self.stop_reason = self.stop_reason or reason
+        self.wake.set()
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                self.proc.stdin.write("stop\n")
+                self.proc.stdin.flush()
+            except (OSError, ValueError):  # already gone
+                pass
+
+
+class Line:
+    """At most LIMITS.slots trainings at once, one per visitor; the others wait in arrival order."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.waiting: list[Job] = []
+        self.running: list[Job] = []
+        self.starts: dict[str, collections.deque] = collections.defaultdict(collections.deque)
+
+    def job_of(self, key: str) -> Job | None:
+        with self.lock:
+            return next((j for j in self.running + self.waiting if j.key == key), None)
+
+    def runs_left(self, key: str) -> int | None:
+        if not LIMITS.runs_per_hour:
+            return None
+        recent = self.starts[key]
+        while recent and recent[0] < time.time() - 3600:
+            recent.popleft()
+        return max(0, LIMITS.runs_per_hour - len(recent))
+
+    def join(self, job: Job) -> None:
+        with self.lock:
+            mine = next((j for j in self.running + self.waiting if j.key == job.key), None)
+            if mine is not None:
+                raise gr.Error(f"you already have a training {mine.state} ({mine.run}); stop it first")
+            if self.runs_left(job.key) == 0:
+                wait = int(self.starts[job.key][0] + 3600 - time.time()) // 60 + 1
+                raise gr.Error(f"you have started {LIMITS.runs_per_hour} trainings in the last hour, the most this "
+                               f"Space allows; try again in {wait} minutes")
+            if len(self.waiting) >= max(0, LIMITS.slots - len(self.running)) + LIMITS.waiting:
+                raise gr.Error(f"the Space is busy: {len(self.running)} trainings are running and {len(self.waiting)} "
+                               "visitors are waiting; please try again in a few minutes")
+            self.waiting.append(job)
+
+    def turn(self, job: Job) -> int:
+        """0 when the job may start now (it is then running), else its place in line (1 = next)."""
+        with self.lock:
+            place = self.waiting.index(job)
+            if place < LIMITS.slots - len(self.running):
+                self.waiting.remove(job)
+                self.running.append(job)
+                job.state = "running"
+                if LIMITS.runs_per_hour:
+                    self.starts[job.key].append(time.time())
+                return 0
+            return place + 1
+
+    def leave(self, job: Job) -> None:
+        with self.lock:
+            if job in self.waiting:
+                self.waiting.remove(job)
+            if job in self.running:
+                self.running.remove(job)
+            job.state = "done"
+        for other in list(self.waiting):
+            other.wake.set()
+
+
+LINE = Line()
+
+
+def reap(job: Job) -> None:
+    """Wait for the job's process to end (reading what it still says), then free its slot."""
+    try:
+        if job.proc is not None:
+            for _ in job.proc.stdout:
+                pass
+            job.proc.wait()
+    finally:
+        LINE.leave(job)
+
+
+def loss_frame(rows: list[dict]) -> pd.DataFrame:
+    """Long format for gr.LinePlot: every logged value from the first step, at most 500 points per curve."""
+    stride = max(1, len(rows) // 500)
+    kept = rows[::stride] + ([rows[-1]] if rows and (len(rows) - 1) % stride else [])
+    long = [{"step": r["step"], "loss": k, "value": v} for r in kept for k, v in r.items()
+            if k != "step" and isinstance(v, (int, float))]
+    return pd.DataFrame(long, columns=["step", "loss", "value"])
+
+
+def status_line(ev: dict) -> str:
+    eta = f", about {ev['eta']:.0f} s left" if ev.get("eta") else ""
+    return (f"**Step {ev['step']:,} / {ev['total']:,}** · {ev.get('ips') or 0:,.0f} images/s · "
+            f"{ev.get('elapsed') or 0:.0f} s{eta}")
+
+
+DATASETS = {"fashion-mnist": "Fashion-MNIST (clothes, 28 px)", "mnist": "MNIST (digits; downloaded once)",
+            "cifar10": "CIFAR-10 (small photos; downloaded once)", "ring8": "8 Gaussians on a ring (2-D points)",
+            "grid25": "25 Gaussians on a grid (2-D points)", "upload": "your own images (a .zip)"}
+
+
+def dataset_choices(variant: str) -> list[tuple[str, str]]:
+    try:
+        kinds = registry.get(variant).modalities
+    except GanhubError:
+        kinds = ("image",)
+    pts = {"ring8", "grid25"}
+    return [(label, key) for key, label in DATASETS.items() if ("points" if key in pts else "image") in kinds]
+
+
+def train_args(variant: str, dataset: str, upload, steps: int, run: str, config: str, max_images, precision: str,
+               key: str) -> tuple[dict, str, str]:
+    """Check everything a run needs before it waits or starts -> (train() arguments, run name, opening line).
+    The run folder is given relative to the visitor's folder (the child's working directory), so the command
+    recorded in it reads `ganhub train ... --out dcgan-1a2b3c4d`, not a server path."""
+    every = {"preview_every": max(1, min(50, steps // 10)), "checkpoint_every": max(1, min(200, steps // 4)),
+             "cwd": str(RUNS / key)}
+    if run:  # continue one of the visitor's runs, to the new total; everything else is the recorded run's
+        folder = RunFolder(my_run(key, run, "continue"))
+        done = folder.step
+        if steps <= done:
+            raise gr.Error(f"your run {run} is already at step {done:,}; set steps above that to train it further")
+        if steps - done > LIMITS.steps:
+            raise gr.Error(f"one run may train at most {LIMITS.steps:,} steps; set steps to {done + LIMITS.steps:,} "
+                           "or less")
+        args = dict(variant=folder.meta["variant"], out=run, steps=steps, resume=True, **every)
+        return args, run, f"Continuing your run {run} from step {done:,} to {steps:,}…"
+    if steps > LIMITS.steps:
+        raise gr.Error(f"one run may train at most {LIMITS.steps:,} steps; lower steps")
+    limit = whole(max_images if max_images not in (None, "") else 0, "max images", 0, 10**9) or None
+    if precision not in PRECISIONS:
+        raise gr.Error(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    try:
+        v = registry.get(variant)
+    except GanhubError as e:
+        raise gr.Error(web(str(e))) from None
+    if dataset not in {key for _, key in dataset_choices(variant)}:
+        raise gr.Error(f"{variant} cannot learn {DATASETS.get(dataset, repr(dataset))}; pick one of its datasets")
+    source = upload if dataset == "upload" else dataset
+    if not source:
+        raise gr.Error("upload a .zip of images first (one folder per class inside gives labels)")
+    try:
+        overrides = json.loads(config or "{}")
+    except json.JSONDecodeError as e:
+        raise gr.Error(f"the config is not valid JSON ({e.msg} at line {e.lineno}); fix it or reset it") from None
+    if not isinstance(overrides, dict):
+        raise gr.Error("the config must be a JSON object of key: value pairs")
+    defaults = config_to_dict(v.make_config())
+    overrides = {k: val for k, val in overrides.items() if defaults.get(k) != val and k != "data"}
+    make_config(v.config_cls, overrides)  # every value checked now, not after waiting in line
+    name = f"{re.sub(r'[^a-z0-9-]', '-', variant.lower())}-{uuid.uuid4().hex[:8]}"
+    args = dict(variant=variant, dataset=str(source), steps=steps, out=name, overrides=overrides, limit=limit,
+                precision=precision, **every)
+    return args, name, f"Training {variant} on {DATASETS[dataset].split(' (')[0]}…"
+
+
+def runs_dropdown(key: str, value: str, extra: str = ""):
+    names = my_runs(key)
+    if extra and extra not in names:
+        names.insert(0, extra)
+    return gr.Dropdown(choices=[("a new run", "")] + [(n, n) for n in names], value=value)
 
 
 @user_errors
-def do_train(variant: str, dataset: str, upload, config_text: str, steps: float, max_images: float, resume: bool,
-             run_dir: str, request: gr.Request):
-    from ganhub.train import train
+def train_gan(variant: str, dataset: str, upload, steps: float, run: str, config: str, max_images: float,
+             precision: str, visitor: str, request: gr.Request):
+    """Train a GAN, streaming a preview grid, the loss curves and the progress. A bounded number of trainings
+    run at once; if all slots are busy you wait in line (your place is shown) until one frees or you stop.
 
-    session = getattr(request, "session_hash", None) or "cli"
-    job = JOBS.get(session)
-    if job and job.get("running"):
-        raise gr.Error("a training job is already running in this session; stop it first")
+    Args:
+        variant: GAN variant to train (see the plugins endpoint), e.g. "dcgan"; ignored when continuing a run.
+        dataset: "fashion-mnist", "mnist", "cifar10", "ring8", "grid25" (2-D points) or "upload".
+        upload: a .zip of images when dataset is "upload" (one folder per class inside gives labels).
+        steps: the run's total target in training steps; when continuing, the new total.
+        run: "" for a new run, or the name of one of your runs to continue it.
+        config: JSON object of config values to change, e.g. {"lr_d": 0.0001}; "" or {} for the defaults.
+        max_images: use only the first N images of the dataset (0 = all).
+        precision: "auto" (bf16 where the hardware runs it natively, else fp32), "bf16" or "fp32".
+        visitor: your private visitor id (32 hex characters); your runs are kept under it.
+    Returns:
+        preview: samples of the EMA generator as training goes (lossless PNG).
+        loss curves: every logged loss from the first step.
+        status: progress, or your place in line.
+        run: the run being trained.
+    """
+    key = visitor_key(visitor, request)
+    steps = whole(steps, "steps", 1, 10**9)
+    run = str(run or "").strip()
+    args, name, opening = train_args(variant, dataset, upload, steps, run, config, max_images, precision, key)
+    if on_space():
+        args["threads"] = max(1, (os.cpu_count() or 1) // LIMITS.slots)
+    job = Job(key, name)
+    LINE.join(job)
+    rows: list[dict] = []
+    if run:  # the curves so far (the log may run past the checkpoint it continues from)
+        folder = RunFolder(RUNS / key / run)
+        rows = [r for r in folder.read_log() if r.get("step", 0) <= folder.step]
+    handed_off = False
     try:
-        overrides = json.loads(config_text or "{}")
-    except json.JSONDecodeError as e:
-        raise gr.Error(f"the config is not valid JSON ({e.msg} at line {e.lineno})") from None
-    if not isinstance(overrides, dict):
-        raise gr.Error("the config must be a JSON object of key: value")
-    steps = int(steps)
-    if not 1 <= steps <= MAX_STEPS:
-        raise gr.Error(f"steps must be between 1 and {MAX_STEPS:,}")
-    source = upload if dataset == "upload (zip)" else dataset
-    if not source:
-        raise gr.Error("upload a .zip of images first")
-    if resume:  # the folder in the box: survives reloads and restarts, unlike the session
-        out = _app_run(run_dir, "resume")
-        if any(j["running"] and j["out"] == out for j in JOBS.values()):
-            raise gr.Error("that run folder is training right now (in another tab?); stop it there first")
-        meta = read_config(out)
-        variant = meta["variant"]  # the run's own variant, whatever the dropdown shows
-        command = shlex.split(meta.get("recipe", {}).get("command", ""))
-        if "--steps" in command[:-1]:  # the same run, carried to the new target: resuming is exact
-            command[command.index("--steps") + 1] = str(steps)
-        command = shlex.join(command) if command else None
-    else:
-        out = RUNS / f"{variant}-{uuid.uuid4().hex[:8]}"
-        defaults = config_to_dict(registry.get(variant).make_config())
-        overrides = {k: v for k, v in overrides.items() if defaults.get(k) != v}
-        command = _cli_command(variant, dataset, steps, out, overrides, int(max_images) or None)
-    stop = threading.Event()
-    JOBS[session] = job = {"stop": stop, "out": out, "running": True}
-    preview, status, events = None, "starting…", None
-    try:
-        events = train(variant, dataset=source, steps=steps, out=out, overrides=None if resume else overrides,
-                       resume=resume, stop=stop, limit=int(max_images) or None, preview_every=max(1, min(50, steps // 10)),
-                       checkpoint_every=max(1, min(200, steps // 4)), command=command)
-        for ev in events:
-            if ev.image is not None:
-                preview = _scaled(ev.image, 2)
-            if ev.kind == "warning":
-                gr.Warning(ev.message)
+        shown = None
+        while place := LINE.turn(job):
+            if job.stop_reason:
+                yield gr.skip(), gr.skip(), "You left the line; nothing was trained.", gr.skip()
+                return
+            text = (f"**Waiting for a free slot: you are number {place} in line.** {len(LINE.running)} trainings are "
+                    f"running and this server runs {LIMITS.slots} at once, so that every visitor's training stays "
+                    "fast. Press **Stop** to leave the line.")
+            if text != shown:
+                shown = text
+                yield gr.skip(), gr.skip(), text, gr.skip()
+            job.wake.wait(1.0)
+            job.wake.clear()
+        job.start(args)
+        yield gr.skip(), loss_frame(rows), opening, runs_dropdown(key, name, extra=name)
+        last, preview = None, gr.skip()
+        for line in job.proc.stdout:
+            try:
+                ev = json.loads(line)
+            except json.JSONDecodeError:
                 continue
-            eta = f", ETA {ev.eta:.0f} s" if ev.eta else ""
-            status = (f"**step {ev.step:,} / {ev.total:,}** · {ev.images_per_s:.0f} img/s · {ev.elapsed:.0f} s elapsed{eta}"
-                      if ev.kind != "done" else f"**{ev.message}**")
-            if ev.kind in ("preview", "checkpoint", "done", "start") or ev.step % 10 == 0:
-                yield preview, _loss_frame(out), status, str(out), str(out)
-    finally:  # also when the browser tab closes: closing the loop saves a checkpoint before the job is free
-        if events is not None:
-            events.close()
-        job["running"] = False
+            rows += ev.get("rows") or []
+            if LIMITS.minutes and time.time() - job.started > LIMITS.minutes * 60:
+                job.stop("time")
+            if ev.get("image"):
+                img = Image.open(io.BytesIO(base64.b64decode(ev["image"])))
+                preview = save(enlarged(img) if img.width < 400 else img, f"{name}-step{ev['step']}.png")
+            kind = ev["kind"]
+            if kind == "warning":
+                gr.Warning(web(ev.get("message") or ""))
+                continue
+            if kind in ("error", "crash"):
+                last = ev
+                break
+            if kind == "done":  # said after the process has ended and its slot is free (see below)
+                last = ev
+                continue
+            text = status_line(ev)
+            if kind == "start":
+                text = f"{opening} {web(ev.get('message') or '')}"
+            yield preview, loss_frame(rows), text, gr.skip()
+        job.proc.wait()
+        handed_off = True
+        reap(job)
+        if last is None or last["kind"] in ("error", "crash"):
+            why = web(last["message"]) if last and last["kind"] == "error" else (
+                "the training stopped unexpectedly (the server log has details)")
+            raise gr.Error(f"{why}; your run {name} keeps its last checkpoint, if it reached one")
+        yield gr.skip(), loss_frame(rows), done_text(last, name, job.stop_reason), runs_dropdown(key, name)
+    finally:
+        if not handed_off:  # stopped waiting, or the page went away: stop with a checkpoint, free the slot after
+            job.stop("left")
+            threading.Thread(target=reap, args=(job,), daemon=True).start()
 
 
-def do_stop(run_dir: str, request: gr.Request) -> str:
-    """Stop this session's run, or (after a reload, which starts a new session) the run in the box."""
-    job = JOBS.get(getattr(request, "session_hash", None) or "cli")
-    if not job or not job.get("running"):
-        shown = Path(run_dir or "").resolve() if str(run_dir or "").strip() else None
-        job = next((j for j in JOBS.values() if j["running"] and j["out"] == shown), None)
-    if not job:
-        return "no training is running in this session or in the run folder shown"
-    job["stop"].set()
-    return "stopping after the current step; the checkpoint is kept: tick **resume** and press **Train** to continue it"
+def done_text(ev: dict, name: str, reason: str) -> str:
+    step = ev["step"]
+    if step >= ev["total"]:
+        return (f"**Finished: your run {name} trained {step:,} steps.** Pick it as the source in Sample, Interpolate "
+                "or Evaluate, download it, or push it to the Hub.")
+    why = f"this server allows {LIMITS.minutes:g} minutes per run" if reason == "time" else "as asked"
+    return f"**Stopped at step {step:,}** ({why}); the run is kept. Press **Train** to continue it."
+
+
+def stop_training(run: str, visitor: str, request: gr.Request) -> str:
+    """Stop your training after the current step (keeping a checkpoint), or leave the line if it is waiting.
+
+    Args:
+        run: the run shown (informative; you have at most one training at a time).
+        visitor: your private visitor id (32 hex characters).
+    Returns:
+        status: what happened.
+    """
+    job = LINE.job_of(visitor_key(visitor, request))
+    if job is None:
+        return "Nothing of yours is training or waiting right now."
+    waiting = job.state == "waiting"
+    job.stop("stop")
+    return ("Leaving the line…" if waiting else
+            "Stopping after the current step; the run is kept: press **Train** to continue it.")
 
 
 @plain
-def do_download(run_dir: str):
-    out = _app_run(run_dir, "download")
-    return shutil.make_archive(str(OUT / out.name), "zip", out)
+def download_run(run: str, visitor: str, request: gr.Request):
+    """Download one of your runs as a .zip (config, weights, samples, checkpoint to continue elsewhere).
+
+    Args:
+        run: the name of one of your runs.
+        visitor: your private visitor id (32 hex characters).
+    Returns:
+        run folder: the .zip file.
+    """
+    out = my_run(visitor_key(visitor, request), run, "download")
+    return shutil.make_archive(str(OUT / uuid.uuid4().hex / out.name), "zip", out)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Evaluate
+
+METRICS = [("FID", "fid"), ("KID", "kid"), ("Inception score", "is"), ("precision & recall", "pr"),
+           ("class coverage", "coverage"), ("conditional accuracy", "accuracy")]
+GLOSSARY = """\
+- **FID** ↓ Fréchet distance between the feature statistics of generated and real images (Heusel et al. 2017).
+- **KID** ↓ the same comparison without FID's bias at small sample counts (Bińkowski et al. 2018).
+- **IS** ↑ how confidently and how diversely a classifier labels the samples (Salimans et al. 2016).
+- **precision** ↑ share of samples that look like real data; **recall** ↑ share of the data the samples cover
+  (Kynkäänniemi et al. 2019).
+- **classes covered** ↑ how many Fashion-MNIST classes the generator produces; **class KL** ↓ how far its class
+  mix is from the data's.
+- **conditional accuracy** ↑ share of samples asked for class k that the classifier puts in class k.
+
+Numbers are comparable only under the same protocol: extractor, sample count and real split (shown below the
+table). The Fashion-MNIST classifier's features are not Inception's: these FIDs are not the papers' numbers.
+"""
+
+
+def fmt(v) -> str | float:
+    if isinstance(v, dict):
+        return f"{v.get('classes')}/{v.get('of')}" if "classes" in v else json.dumps(v)
+    return float(f"{v:.4g}") if isinstance(v, (int, float)) else str(v)
+
+
+def protocol_text(per_metric: dict[str, dict]) -> str:
+    lines = []
+    for name, m in per_metric.items():
+        p = dict(m.get("protocol") or {})
+        bits = [f"{k.replace('_', ' ')}: {web(str(v))}" for k, v in p.items() if k not in ("extractor_sha256",)]
+        lines.append(f"- **{metric_label(name, m)}** {'↓' if name in LOWER_IS_BETTER else '↑'} — " + "; ".join(bits))
+    return "**Protocol of each metric**\n" + "\n".join(lines)
 
 
 @plain
-def do_evaluate(sources: list[str], extra: str, metrics: list[str], n: float, progress=gr.Progress()):
+def evaluate_models(sources: list[str], more: str, metrics: list[str], samples: float, visitor: str,
+                request: gr.Request, progress=gr.Progress()):
+    """Measure models side by side (FID, KID, IS, precision/recall, class coverage) under one stated protocol.
+
+    Args:
+        sources: bundled model names (the page also lists your runs here).
+        more: more models separated by commas: Hub repo ids user/repo, or "run:<name>" for your runs.
+        metrics: any of "fid", "kid", "is", "pr", "coverage", "accuracy".
+        samples: generated images per source, 200 to 5000 (more = steadier numbers, slower).
+        visitor: your private visitor id (32 hex characters).
+    Returns:
+        results: one row per source; ↓ lower is better, ↑ higher is better.
+        protocol: how each metric was measured.
+        samples per source: a thumbnail grid of each source.
+    """
     from ganhub.metrics import evaluate
 
-    chosen = list(sources or []) + [s.strip() for s in (extra or "").split(",") if s.strip()]
+    key = visitor_key(visitor, request)
+    chosen = list(sources or []) + [s.strip() for s in (more or "").split(",") if s.strip()]
     if not chosen:
-        raise gr.Error("choose at least one source")
+        raise gr.Error("choose at least one model to evaluate")
     if not metrics:
         raise gr.Error("choose at least one metric")
     if len(chosen) > MAX_EVAL_SOURCES:
-        raise gr.Error(f"evaluate at most {MAX_EVAL_SOURCES} sources at a time; {len(chosen)} were chosen")
-    rows, protocol = [], ""
+        raise gr.Error(f"evaluate at most {MAX_EVAL_SOURCES} models at a time; {len(chosen)} were chosen")
+    n = whole(samples, "samples", 200, 5000)
+    rows, per_metric, thumbs = [], {}, []
     for i, src in enumerate(chosen):
-        progress((i, len(chosen)), desc=f"evaluating {src} ({int(n):,} samples)")
-        r = evaluate(src, metrics=tuple(metrics), n=int(n))
-        row = {"source": src}
-        for name, m in r["metrics"].items():
-            v = m["value"]
-            row[name] = f"{v['classes']}/{v['of']}, KL {v['kl']:.3f}" if name == "coverage" else round(v, 4)
-            protocol = "; ".join(f"{k}={x}" for k, x in m["protocol"].items())
+        folder, name = source_folder(src, key)
+        progress((i, len(chosen)), desc=f"evaluating {name} on {n:,} samples")
+        loaded = load(folder)
+        result = evaluate(loaded, metrics=tuple(metrics), n=n)
+        row = {"source": name}
+        for metric, m in result["metrics"].items():
+            row[f"{metric_label(metric, m).split(' (')[0]} {'↓' if metric in LOWER_IS_BETTER else '↑'}"] = fmt(m["value"])
+            per_metric.setdefault(metric, m)
         rows.append(row)
-    return pd.DataFrame(rows), f"**Protocol:** {protocol}"
+        if loaded.cfg.data != "points":
+            thumbs.append((save(enlarged(to_grid(sample(loaded.G, 16, 0))), f"{i}.png"), name))
+    return pd.DataFrame(rows), protocol_text(per_metric), thumbs
 
 
-def _hub_token(token_box: str, oauth_token: gr.OAuthToken | None) -> str | None:
-    return (oauth_token.token if oauth_token else None) or (token_box or "").strip() or None
+# ---------------------------------------------------------------------------------------------------------
+# Hub
+
+
+def visitor_token(token_box: str, oauth_token: gr.OAuthToken | None) -> str | None:
+    """On a Space only the signed-in visitor's OAuth token; locally also the token box (else $HF_TOKEN/login)."""
+    if oauth_token is not None and oauth_token.token:
+        return oauth_token.token
+    return None if on_space() else (str(token_box or "").strip() or None)
 
 
 @plain
-def do_push(source: str, repo_id: str, private: bool, token_box: str, oauth_token: gr.OAuthToken | None = None):
+def push_to_hub(source: str, repo_id: str, private: bool, token: str, visitor: str, request: gr.Request,
+            oauth_token: gr.OAuthToken | None = None, profile: gr.OAuthProfile | None = None):
+    """Upload a model (bundled, or one of your runs) to a Hugging Face model repo, with a model card.
+    On a Space you must sign in with Hugging Face; the push uses your account only.
+
+    Args:
+        source: bundled model name or "run:<name>" for one of your runs.
+        repo_id: the repo to create or update, "user/repo"; empty = <you>/<run name> when signed in.
+        private: create the repo as private.
+        token: a Hugging Face write token (only when running locally; ignored on a Space, where you sign in).
+        visitor: your private visitor id (32 hex characters).
+    Returns:
+        push result: the commit link.
+    """
     from ganhub.hub import push
-    from ganhub.source import resolve
 
-    folder = resolve(source.strip())
-    return f"pushed: {push(folder, repo_id.strip(), private=private, token=_hub_token(token_box, oauth_token))}"
+    key = visitor_key(visitor, request)
+    tok = visitor_token(token, oauth_token)
+    if on_space() and tok is None:
+        raise gr.Error("sign in with Hugging Face first (the button above): a push uses your account, never the "
+                       "Space's")
+    folder, name = source_folder(source, key)
+    if not str(source or "").startswith("run:") and str(source or "").strip() not in bundled() and on_space():
+        raise gr.Error("push a bundled model or one of your runs")
+    repo = str(repo_id or "").strip()
+    if not repo and profile is not None:
+        repo = f"{profile.username}/{folder.name}"
+    if not repo:
+        raise gr.Error("enter the repo id to push to, user/repo")
+    url = push(folder, repo, private=bool(private), token=tok, allow_env_token=not on_space())
+    return f"Pushed {name} to [{repo}](https://huggingface.co/{repo}) ([commit]({url}))."
 
 
 @plain
-def do_pull(repo_id: str, token_box: str, oauth_token: gr.OAuthToken | None = None):
-    from ganhub.hub import pull
+def pull_from_hub(repo_id: str, token: str, request: gr.Request, oauth_token: gr.OAuthToken | None = None):
+    """Download a ganhub model repo from the Hub and show samples of it.
 
-    path = pull(repo_id.strip(), token=_hub_token(token_box, oauth_token))
-    _load.cache_clear()
-    G = load_generator(path).G
-    return f"pulled to {path}", _scaled(to_grid(sample(G, 16, 0)), 3)
+    Args:
+        repo_id: "user/repo" or "user/repo@revision".
+        token: a Hugging Face token for private repos (only when running locally; sign in on a Space).
+    Returns:
+        pull result: what was pulled and how to use it.
+        samples from the pulled model: a grid of 16 (lossless PNG).
+    """
+    from ganhub.hub import parse_source, pull
+
+    repo = str(repo_id or "").strip()
+    if not repo:
+        raise gr.Error("enter a repo id to pull, user/repo")
+    name, revision = parse_source(repo)
+    path = pull(name, revision=revision, token=visitor_token(token, oauth_token))
+    meta = RunFolder(path).meta
+    grid = sample_png(path, name.replace("/", "-"), 0, 16, 1.0, None) if meta["config"].get("data") != "points" else None
+    return (f"Pulled **{repo}** ({meta.get('variant')}, {int(meta.get('step') or 0):,} steps). Type `{repo}` as the "
+            "source in Sample, Interpolate or Evaluate to use it."), grid
 
 
-def plugins_table() -> tuple[pd.DataFrame, pd.DataFrame]:
+# ---------------------------------------------------------------------------------------------------------
+# Plugins
+
+
+def list_plugins() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The installed GAN variants (each a plugin) and the plugins that failed to load, with their error.
+
+    Returns:
+        variants: name, summary, data it learns, what the UI offers for it, package and version.
+        failed plugins: entry point, package, version and error of each plugin that could not load.
+    """
     from ganhub.testing import tiny_config
     from ganhub.variant import build_models
 
@@ -328,112 +1070,270 @@ def plugins_table() -> tuple[pd.DataFrame, pd.DataFrame]:
     for e in registry.entries():
         try:
             caps = sorted(capabilities(build_models(e.variant, tiny_config(e.variant))[0]))
-        except Exception as ex:  # a plugin that cannot build is still listed
-            caps = [f"build failed: {ex}"]
-        rows.append({"variant": e.name, "package": e.package, "version": e.version, "summary": e.summary,
-                     "data": ", ".join(e.variant.modalities), "capabilities": ", ".join(caps) or "-"})
-    fails = [{"entry point": f.entry_point, "package": f.package, "version": f.version, "error": f.error}
+        except Exception as ex:  # noqa: BLE001 - a plugin that cannot build is still listed
+            caps = [f"build failed: {web(str(ex))}"]
+        offers = {"mapping": "style mixing, ψ", "classes": "class picker"}
+        rows.append({"variant": e.name, "summary": e.summary, "data": ", ".join(e.variant.modalities),
+                     "offers": ", ".join(offers.get(c, c) for c in caps) or "-",
+                     "package": f"{e.package} {e.version}"})
+    fails = [{"entry point": f.entry_point, "package": f"{f.package} {f.version}", "error": web(str(f.error))}
              for f in registry.failures()]
-    return pd.DataFrame(rows), pd.DataFrame(fails or [{"entry point": "-", "package": "-", "version": "-", "error": "none"}])
+    return pd.DataFrame(rows), pd.DataFrame(fails, columns=["entry point", "package", "error"])
 
 
-with gr.Blocks(title="ganhub") as demo:
-    gr.Markdown("# ganhub\nEvery classic GAN as a plugin: sample the bundled models, train your own, evaluate, share on the Hub.")
-    sources = bundled()
-    # outside the tabs: a component in a tab not yet shown has not read localStorage when the page loads
-    t_last = gr.BrowserState("", storage_key="ganhub-last-run")  # the last run folder trained in this browser
-    with gr.Tab("Sample"):
-        with gr.Row():
-            s_src = gr.Dropdown(sources, value=DEFAULT, allow_custom_value=True, label="source",
-                                info="bundled weights, a run folder path, or a Hub repo id user/repo")
-            s_seed = gr.Number(0, label="seed", precision=0)
-            s_n = gr.Slider(1, MAX_SAMPLES, 36, step=1, label="count")
-            s_psi = gr.Slider(0, 1, 1.0, step=0.05, label="truncation ψ (mapping networks only)")
-        s_btn = gr.Button("Sample", variant="primary")
-        s_img = gr.Image(label="samples", type="pil", elem_id="sample-output")
-        s_file = gr.File(label="download PNG")
-        s_btn.click(do_sample, [s_src, s_seed, s_n, s_psi], [s_img, s_file], api_name="sample")
-    with gr.Tab("Interpolate"):
-        with gr.Row():
-            i_src = gr.Dropdown(sources, value=DEFAULT, allow_custom_value=True, label="source")
-            i_a, i_b = gr.Number(0, label="seed A", precision=0), gr.Number(1, label="seed B", precision=0)
-            i_m = gr.Radio(["slerp", "lerp"], value="slerp", label="path")
-            i_f = gr.Slider(2, MAX_FRAMES, 12, step=1, label="frames")
-        i_btn = gr.Button("Interpolate", variant="primary")
-        i_gal = gr.Gallery(label="frames", columns=8)
-        i_gif = gr.File(label="animated GIF")
-        i_btn.click(do_interpolate, [i_src, i_a, i_b, i_m, i_f], [i_gal, i_gif], api_name="interpolate")
-    with gr.Tab("Style mix"):
-        gr.Markdown("Rows take the coarse styles (layers before the crossover), columns the fine ones. "
-                    "Needs a generator with a mapping network (stylegan-lite).")
-        with gr.Row():
-            m_src = gr.Dropdown(sources, value="stylegan-lite" if "stylegan-lite" in sources else DEFAULT,
-                                allow_custom_value=True, label="source")
-            m_rows, m_cols = gr.Textbox("1, 2, 3", label="row seeds"), gr.Textbox("4, 5, 6", label="column seeds")
-            m_x = gr.Slider(1, 9, 4, step=1, label="crossover layer")
-        m_src.change(crossover_slider, [m_src, m_x], m_x, api_name=False)
-        demo.load(crossover_slider, [m_src, m_x], m_x, api_name=False)
-        m_btn = gr.Button("Mix", variant="primary")
-        m_img = gr.Image(label="style mixing", type="pil")
-        m_btn.click(do_style_mix, [m_src, m_rows, m_cols, m_x], m_img, api_name="style_mix")
-    with gr.Tab("Train"):
-        names = [e.name for e in registry.entries()]
-        with gr.Row():
-            t_var = gr.Dropdown(names, value="dcgan" if "dcgan" in names else names[0], label="variant")
-            t_data = gr.Dropdown(["fashion-mnist", "mnist", "cifar10", "upload (zip)"], value="fashion-mnist", label="dataset")
-            t_zip = gr.File(label=".zip of images", file_types=[".zip"], type="filepath")
-        with gr.Row():
-            t_steps = gr.Number(500, label="steps (total target)", precision=0)
-            t_max = gr.Number(0, label="max images (0 = all)", precision=0)
-            t_resume = gr.Checkbox(False, label="resume the run folder below")
-        t_cfg = gr.Code(config_json(t_var.value), language="json", label="config (edit values; defaults shown)")
-        t_var.change(config_json, t_var, t_cfg, api_name=False)
-        with gr.Row():
-            t_go, t_stop, t_dl = gr.Button("Train", variant="primary"), gr.Button("Stop"), gr.Button("Download run folder")
-        t_status = gr.Markdown()
-        with gr.Row():
-            t_prev = gr.Image(label="preview (EMA generator)", type="pil")
-            t_plot = gr.LinePlot(x="step", y="value", color="loss", label="losses")
-        t_dir = gr.Textbox(label="run folder", elem_id="train-run-dir", info="Resume continues this folder; the last one is remembered in this browser")
-        t_zipout = gr.File(label="run folder (.zip)")
-        t_go.click(do_train, [t_var, t_data, t_zip, t_cfg, t_steps, t_max, t_resume, t_dir],
-                   [t_prev, t_plot, t_status, t_dir, t_last], api_name="train", concurrency_limit=1)
-        t_stop.click(do_stop, t_dir, t_status, api_name="stop")
-        t_dl.click(do_download, t_dir, t_zipout, api_name="download")
-    with gr.Tab("Evaluate"):
-        with gr.Row():
-            e_src = gr.CheckboxGroup(sources, value=[DEFAULT] if DEFAULT else [], label="bundled weights")
-            e_extra = gr.Textbox(label="more sources (comma-separated run folders or repo ids)")
-        with gr.Row():
-            e_met = gr.CheckboxGroup(["fid", "kid", "is", "pr", "coverage"], value=["fid", "kid", "pr", "coverage"], label="metrics")
-            e_n = gr.Slider(200, 5000, 1000, step=100, label="samples")
-        e_btn = gr.Button("Evaluate", variant="primary")
-        e_table, e_proto = gr.Dataframe(label="results"), gr.Markdown()
-        e_btn.click(do_evaluate, [e_src, e_extra, e_met, e_n], [e_table, e_proto], api_name="evaluate", concurrency_limit=1)
-    with gr.Tab("Hub"):
-        if ON_SPACES:  # OAuth sign-in (write scope, see README front matter); locally: $HF_TOKEN or `hf auth login`
-            gr.LoginButton()
-        else:
-            gr.Markdown("Running locally: pushes use the token box below, else `$HF_TOKEN` or your `hf auth login` token.")
-        with gr.Row():
-            h_src = gr.Dropdown(sources, value=DEFAULT, allow_custom_value=True, label="folder to push")
-            h_repo = gr.Textbox(label="repo id (user/repo)")
-            h_priv = gr.Checkbox(False, label="private")
-            h_tok = gr.Textbox(label="token (only when not signed in; never stored)", type="password")
-        h_push = gr.Button("Push", variant="primary")
-        h_out = gr.Markdown()
-        h_push.click(do_push, [h_src, h_repo, h_priv, h_tok], h_out, api_name="push")
-        p_repo = gr.Textbox(label="repo id to pull")
-        p_btn = gr.Button("Pull")
-        p_out, p_img = gr.Markdown(), gr.Image(type="pil", label="samples from the pulled model")
-        p_btn.click(do_pull, [p_repo, h_tok], [p_out, p_img], api_name="pull")
-    with gr.Tab("Plugins"):
-        pl_btn = gr.Button("Refresh")
-        pl_tab, pl_fail = gr.Dataframe(label="variants"), gr.Dataframe(label="plugins that failed to load")
-        pl_btn.click(plugins_table, None, [pl_tab, pl_fail], api_name="plugins")
-        demo.load(plugins_table, None, [pl_tab, pl_fail], api_name=False)
-    demo.load(lambda last: last, t_last, t_dir, api_name=False)  # a reload brings the last run back, ready to resume
+# ---------------------------------------------------------------------------------------------------------
+# The page
+
+
+def best_bundled() -> str:
+    """The bundled model with the lowest recorded FID: what a first visitor should see."""
+
+    def fid(name: str) -> float:
+        try:
+            return float(RunFolder(weights_dir() / name).metrics["fid"]["value"])
+        except (GanhubError, KeyError, TypeError, ValueError):
+            return float("inf")
+
+    return min(bundled(), key=fid, default="")
+
+
+DEFAULT = best_bundled()
+MIXER = "stylegan-lite" if "stylegan-lite" in bundled() else DEFAULT
+
+
+def first_visit() -> dict:
+    """What the page shows before any click, computed once at start-up (a few hundred ms on a CPU)."""
+    shown: dict = {"card": "", "grid": None, "gif": None, "strip": None, "mix": None, "psi": False, "k": 4, "top": 7}
+    if not DEFAULT:
+        return shown
+    try:
+        folder = weights_dir() / DEFAULT
+        shown.update(card=card_text(folder, DEFAULT), grid=sample_png(folder, DEFAULT, 0, 36, 1.0, None),
+                     psi="mapping" in capabilities(load(folder).G))
+        shown["gif"], shown["strip"] = interpolate_seeds(DEFAULT, 0, 1, "slerp", 12, "", None)
+        mixer = weights_dir() / MIXER
+        G = load(mixer).G
+        if "mapping" in capabilities(G):
+            shown["top"] = G.num_ws - 1
+            shown["k"] = balanced_crossover(str(mixer), (mixer / MODEL).stat().st_mtime)
+            shown["mix"] = mix_styles(MIXER, "1, 2, 3", "4, 5, 6", shown["k"], "", None)
+    except (gr.Error, GanhubError) as e:  # the page still opens; the visitor sees the message on first use
+        log.warning("first-visit images not prepared: %s", e)
+    return shown
+
+
+CSS = """
+.gradio-container { max-width: 1366px !important; }
+#title h1 { margin: 0; font-size: 1.6rem; }
+#title p { margin: 0; }
+.pixels img { image-rendering: pixelated; }
+#quota p { font-size: 0.85rem; opacity: 0.8; }
+"""
+
+
+def welcome(visitor: str, request: gr.Request):
+    """On each page load: a visitor secret for a new browser, the visitor's runs in every source list."""
+    if not SECRET.fullmatch(str(visitor or "")):
+        visitor = uuid.uuid4().hex
+    key = visitor_key(visitor, request)
+    choices = source_choices(key)
+    left = LINE.runs_left(key)
+    quota = LIMITS.text() + (f" You can start {left} more this hour." if left is not None else "")
+    return (visitor, runs_dropdown(key, ""), *(gr.Dropdown(choices=choices) for _ in range(4)),
+            gr.CheckboxGroup(choices=choices), quota)
+
+
+def build() -> gr.Blocks:
+    first = first_visit()
+    sources = [(n, n) for n in bundled()]
+    names = [e.name for e in registry.entries()]
+    with gr.Blocks(title="ganhub") as demo:
+        gr.Markdown("# ganhub\nClassic GANs as plugins: sample the bundled models, train your own in the browser, "
+                    "evaluate them, share them on the Hugging Face Hub.", elem_id="title")
+        # outside the tabs: a component in a tab not yet shown has not read localStorage when the page loads
+        visitor = gr.BrowserState("", storage_key="ganhub-visitor")
+
+        with gr.Tab("Sample"):
+            with gr.Row():
+                with gr.Column(scale=1, min_width=280):
+                    s_src = OpenDropdown(sources, value=DEFAULT, allow_custom_value=True, label="model",
+                                        info="bundled, one of your runs, or a Hub repo id user/repo")
+                    s_card = gr.Markdown(first["card"], label="about this model")
+                    with gr.Row(equal_height=True):
+                        s_seed = gr.Number(0, label="seed", precision=0, minimum=0, scale=3)
+                        s_dice = gr.Button("🎲 random", scale=1, min_width=90)
+                    s_n = gr.Slider(1, MAX_SAMPLES, 36, step=1, label="count")
+                    s_psi = gr.Slider(0, 1, 1.0, step=0.05, label="truncation ψ", visible=first["psi"],
+                                      info="1 = off; lower = more typical, less varied")
+                    s_cls = ClassDropdown([("any (random classes)", -1)], value=-1, label="class", visible=False,
+                                          allow_custom_value=True)
+                    s_btn = gr.Button("Sample", variant="primary")
+                with gr.Column(scale=2):
+                    s_img = gr.Image(first["grid"], label="samples", type="filepath", format="png",
+                                     elem_id="sample-output", elem_classes="pixels", interactive=False,
+                                     buttons=["download", "fullscreen"])
+            s_in = [s_src, s_seed, s_n, s_psi, s_cls, visitor]
+            s_btn.click(sample_images, s_in, s_img, api_name="sample")
+            s_dice.click(random_seed, None, s_seed, api_visibility="private").then(
+                sample_images, s_in, s_img, api_visibility="private")
+            s_src.change(source_controls, [s_src, visitor], [s_card, s_psi, s_cls], api_visibility="private")
+            gr.api(describe_model, api_name="describe")
+
+        with gr.Tab("Interpolate"):
+            with gr.Row():
+                with gr.Column(scale=1, min_width=280):
+                    i_src = OpenDropdown(sources, value=DEFAULT, allow_custom_value=True, label="model")
+                    with gr.Row():
+                        i_a = gr.Number(0, label="seed A", precision=0, minimum=0)
+                        i_b = gr.Number(1, label="seed B", precision=0, minimum=0)
+                    i_m = gr.Radio(["slerp", "lerp"], value="slerp", label="path",
+                                   info="slerp follows the sphere where Gaussian latents live")
+                    i_f = gr.Slider(2, MAX_FRAMES, 12, step=1, label="frames")
+                    i_btn = gr.Button("Interpolate", variant="primary")
+                with gr.Column(scale=2):
+                    i_gif = gr.Image(first["gif"], label="animation", type="filepath", elem_id="interp-gif",
+                                     elem_classes="pixels", interactive=False, height=360,
+                                     buttons=["download", "fullscreen"])
+                    i_strip = gr.Image(first["strip"], label="frames", type="filepath", format="png",
+                                       elem_classes="pixels", interactive=False, buttons=["download"])
+            i_btn.click(interpolate_seeds, [i_src, i_a, i_b, i_m, i_f, visitor], [i_gif, i_strip], api_name="interpolate")
+
+        with gr.Tab("Style mix"):
+            with gr.Row():
+                with gr.Column(scale=1, min_width=280):
+                    gr.Markdown("Each image takes its **coarse** styles (pose, shape) from its row's seed and its "
+                                "**fine** styles (texture, shading) from its column's seed. Needs a generator with "
+                                "a mapping network (stylegan-lite).")
+                    m_src = OpenDropdown(sources, value=MIXER, allow_custom_value=True, label="model")
+                    m_rows = gr.Textbox("1, 2, 3", label="row seeds (coarse styles)")
+                    m_cols = gr.Textbox("4, 5, 6", label="column seeds (fine styles)")
+                    m_x = gr.Slider(1, first["top"], first["k"], step=1, label="crossover layer",
+                                    info="layers before it come from the row seed")
+                    m_btn = gr.Button("Mix", variant="primary")
+                with gr.Column(scale=2):
+                    m_img = gr.Image(first["mix"], label="style mix", type="filepath", format="png",
+                                     elem_classes="pixels", interactive=False, buttons=["download", "fullscreen"])
+            m_src.change(crossover_slider, [m_src, visitor], m_x, api_visibility="private")
+            m_btn.click(mix_styles, [m_src, m_rows, m_cols, m_x, visitor], m_img, api_name="style_mix")
+
+        with gr.Tab("Train"):
+            with gr.Row():
+                with gr.Column(scale=1, min_width=300):
+                    with gr.Row():
+                        t_var = gr.Dropdown(names, value="dcgan" if "dcgan" in names else names[0], label="variant")
+                        t_data = OpenDropdown(dataset_choices("dcgan" if "dcgan" in names else names[0]),
+                                             value="fashion-mnist", label="dataset", allow_custom_value=True)
+                    t_zip = gr.File(label=".zip of images", file_types=[".zip"], type="filepath", visible=False)
+                    with gr.Row():
+                        t_steps = gr.Number(500, label="steps", precision=0, minimum=1, info="total for the run")
+                        t_run = OpenDropdown([("a new run", "")], value="", label="run", allow_custom_value=True,
+                                            info="a new run, or one of yours to continue")
+                    with gr.Row():
+                        t_go = gr.Button("Train", variant="primary")
+                        t_stop = gr.Button("Stop")
+                    t_status = gr.Markdown("Pick a variant and a dataset, then press **Train**: previews and loss "
+                                           "curves appear as it learns.", label="status", elem_id="train-status")
+                    t_quota = gr.Markdown(LIMITS.text(), elem_id="quota")
+                with gr.Column(scale=2):
+                    with gr.Row():
+                        t_prev = gr.Image(label="preview (EMA generator)", type="filepath", format="png",
+                                          elem_id="train-preview", elem_classes="pixels", interactive=False,
+                                          height=320)
+                        t_plot = gr.LinePlot(x="step", y="value", color="loss", label="loss curves", height=320,
+                                             elem_id="train-losses")
+            with gr.Accordion("Advanced", open=False):
+                with gr.Row():
+                    t_max = gr.Number(0, label="max images (0 = all)", precision=0, minimum=0)
+                    t_dl = gr.Button("Download the run (.zip)")
+                    t_zipout = gr.File(label="run folder (.zip)")
+                t_prec = gr.Radio(list(PRECISIONS), value="auto", label="precision",
+                                  info="auto = bf16 where the hardware runs it natively, else fp32")
+                t_cfg = gr.Code(config_json(t_var.value), language="json", label="config (edit values; defaults shown)")
+            t_var.change(config_and_data, t_var, [t_cfg, t_data, t_run], api_visibility="private")
+            t_data.change(lambda d: (gr.File(visible=d == "upload"), ""), t_data, [t_zip, t_run],
+                          api_visibility="private")
+            ev = t_go.click(train_gan, [t_var, t_data, t_zip, t_steps, t_run, t_cfg, t_max, t_prec, visitor],
+                            [t_prev, t_plot, t_status, t_run], api_name="train", concurrency_id="train",
+                            concurrency_limit=LIMITS.slots + LIMITS.waiting + 2)
+            t_stop.click(stop_training, [t_run, visitor], t_status, api_name="stop", concurrency_limit=None)
+            t_dl.click(download_run, [t_run, visitor], t_zipout, api_name="download")
+
+        with gr.Tab("Evaluate"):
+            with gr.Row():
+                e_src = gr.CheckboxGroup(sources, value=[DEFAULT] if DEFAULT else [], label="models")
+                e_more = gr.Textbox(label="more models", info="Hub repo ids user/repo, separated by commas")
+            with gr.Row():
+                e_met = gr.CheckboxGroup(METRICS, value=["fid", "kid", "pr", "coverage"], label="metrics")
+                e_n = gr.Slider(200, 5000, 1000, step=100, label="samples per model")
+            e_btn = gr.Button("Evaluate", variant="primary")
+            e_table = gr.Dataframe(label="results (↓ lower is better, ↑ higher is better)", wrap=True)
+            e_thumbs = gr.Gallery(label="samples per model", columns=6, height=220, format="png", object_fit="contain")
+            e_proto = gr.Markdown(label="protocol")
+            with gr.Accordion("What the metrics mean", open=False):
+                gr.Markdown(GLOSSARY)
+            e_btn.click(evaluate_models, [e_src, e_more, e_met, e_n, visitor], [e_table, e_proto, e_thumbs],
+                        api_name="evaluate", concurrency_id="evaluate", concurrency_limit=1)
+
+        with gr.Tab("Hub"):
+            if on_space():  # OAuth sign-in with write scopes (README front matter); pushes use only this
+                gr.LoginButton()
+            else:
+                gr.Markdown("Running locally: pushes use the token box below, else `$HF_TOKEN` or your saved login.")
+            with gr.Row():
+                h_src = OpenDropdown(sources, value=DEFAULT, label="model to push", allow_custom_value=True)
+                h_repo = gr.Textbox(label="repo id", placeholder="user/repo" + (" (empty: yours/run name)" if on_space() else ""))
+                h_priv = gr.Checkbox(False, label="private")
+                h_tok = gr.Textbox(label="token (never stored)", type="password", visible=not on_space())
+            h_push = gr.Button("Push", variant="primary")
+            h_out = gr.Markdown(label="push result")
+            h_push.click(push_to_hub, [h_src, h_repo, h_priv, h_tok, visitor], h_out, api_name="push")
+            with gr.Row():
+                p_repo = gr.Textbox(label="repo id to pull", placeholder="user/repo")
+                p_btn = gr.Button("Pull")
+            p_out = gr.Markdown(label="pull result")
+            p_img = gr.Image(type="filepath", format="png", label="samples from the pulled model", interactive=False)
+            p_btn.click(pull_from_hub, [p_repo, h_tok], [p_out, p_img], api_name="pull")
+
+        with gr.Tab("Plugins"):
+            pl_btn = gr.Button("Refresh")
+            pl_tab = gr.Dataframe(label="variants", wrap=True, column_widths=["12%", "44%", "10%", "16%", "18%"])
+            pl_fail = gr.Dataframe(label="plugins that failed to load", wrap=True)
+            pl_btn.click(list_plugins, None, [pl_tab, pl_fail], api_name="plugins")
+            demo.load(list_plugins, None, [pl_tab, pl_fail], api_visibility="private")
+
+        demo.load(welcome, visitor, [visitor, t_run, s_src, i_src, m_src, h_src, e_src, t_quota],
+                  api_visibility="private")
+        ev.then(refresh_sources, visitor, [s_src, i_src, m_src, h_src, e_src], api_visibility="private")
+    return demo
+
+
+def refresh_sources(visitor: str, request: gr.Request):
+    choices = source_choices(visitor_key(visitor, request))
+    return (*(gr.Dropdown(choices=choices) for _ in range(4)), gr.CheckboxGroup(choices=choices))
+
+
+def config_json(variant: str) -> str:
+    try:
+        return json.dumps(config_to_dict(registry.get(variant).make_config()), indent=2)
+    except GanhubError as e:
+        raise gr.Error(web(str(e))) from None
+
+
+def config_and_data(variant: str):
+    """A new variant: its default config, the datasets it can learn, and a new run (not the old one)."""
+    data = dataset_choices(variant)
+    return config_json(variant), gr.Dropdown(choices=data, value=data[0][1] if data else None), ""
+
+
+demo = build()
+
+
+def launch(**kwargs):
+    """Serve the app as a Space does: queue, MCP server, no run history, CSS; kwargs go to Blocks.launch."""
+    kwargs.setdefault("mcp_server", True)
+    kwargs.setdefault("max_file_size", "200mb" if on_space() else None)
+    return demo.queue(default_concurrency_limit=2).launch(css=CSS, run_history=False, **kwargs)
 
 
 if __name__ == "__main__":
-    demo.queue(default_concurrency_limit=2).launch()
+    launch()

@@ -1,13 +1,21 @@
 """Drive the app the way gradio tests itself: launch it, then call every api_name through gradio_client."""
 
+import json
+import re
 import socket
 import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from gradio_client import Client
 from PIL import Image
 
 from ganhub import registry
+
+A, B = uuid.uuid4().hex, uuid.uuid4().hex  # two visitors (the secret each browser keeps)
+TINY = json.dumps(registry.get("dcgan").test_config)
 
 
 def free_port() -> int:
@@ -17,80 +25,177 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    import os
-
-    os.environ["GANHUB_RUNS_DIR"] = str(tmp_path_factory.mktemp("runs"))
+def app_module(tmp_path_factory):
     import app
 
     app.RUNS = tmp_path_factory.mktemp("app-runs")
+    return app
+
+
+@pytest.fixture(scope="module")
+def client(app_module):
     port = free_port()
-    app.demo.queue().launch(prevent_thread_lock=True, server_port=port, server_name="127.0.0.1", quiet=True)
+    app_module.launch(prevent_thread_lock=True, server_port=port, server_name="127.0.0.1", quiet=True)
     yield Client(f"http://127.0.0.1:{port}/", verbose=False)
-    app.demo.close()
+    app_module.demo.close()
 
 
-def test_plugins_lists_the_five(client):
+def error_of(call) -> str:
+    with pytest.raises(Exception) as exc:
+        call()
+    return str(exc.value)
+
+
+def wait_for(job, predicate, seconds=120):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if any(predicate(o) for o in job.outputs()):
+            return next(o for o in job.outputs() if predicate(o))
+        if job.done():
+            break
+        time.sleep(0.2)
+    raise AssertionError(f"never seen; last outputs: {[o[2] for o in job.outputs()[-3:]]}")
+
+
+def test_every_endpoint_is_described_and_its_outputs_named(app_module):
+    info = app_module.demo.get_api_info()
+    names = set(info["named_endpoints"])
+    assert {"/sample", "/interpolate", "/style_mix", "/describe", "/train", "/stop", "/download", "/evaluate",
+            "/push", "/pull", "/plugins"} <= names
+    for name, ep in info["named_endpoints"].items():
+        assert ep["description"].strip(), f"{name} has no description"
+        for out in ep["returns"]:
+            assert not re.fullmatch(r"value_\d+", out["label"]), f"{name} returns an unnamed {out['label']}"
+
+
+def test_plugins_table_is_readable(client):
     variants, failures = client.predict(api_name="/plugins")
-    names = {row[0] for row in variants["data"]}
-    assert {"vanilla", "dcgan", "wgan-gp", "sngan", "stylegan-lite"} <= names
-    caps = {row[0]: row[5] for row in variants["data"]}
-    assert caps["stylegan-lite"] == "mapping" and caps["dcgan"] == "-"
+    rows = {r[0]: dict(zip(variants["headers"], r)) for r in variants["data"]}
+    assert {"vanilla", "dcgan", "wgan-gp", "sngan", "stylegan-lite"} <= set(rows)
+    assert rows["stylegan-lite"]["offers"] == "style mixing, ψ" and rows["dcgan"]["offers"] == "-"
+    assert rows["dcgan"]["package"].startswith("ganhub-dcgan ")
+    assert failures["headers"] == ["entry point", "package", "error"]
 
 
-def test_sample_returns_an_image_of_the_right_size(client):
-    shown, png = client.predict("dcgan", 0, 16, 1.0, api_name="/sample")
-    grid = Image.open(png)
-    assert png.endswith("dcgan-seed0-n16.png")  # downloads are named after what they hold
-    assert grid.size == (4 * 34 + 2, 4 * 34 + 2)  # 16 samples of 32 px in a 4x4 grid
-    assert Image.open(shown).size == (grid.width * 3, grid.height * 3)
-    again = client.predict("dcgan", 0, 16, 1.0, api_name="/sample")[1]
-    assert Image.open(again).tobytes() == grid.tobytes()  # same seed, same images
+def test_sample_is_a_lossless_png_at_the_shown_scale(client):
+    png = client.predict("dcgan", 0, 16, 1.0, -1, A, api_name="/sample")
+    img = Image.open(png)
+    assert Path(png).name == "dcgan-seed0-n16.png" and img.format == "PNG"
+    assert img.size == (4 * (4 * 34 + 2), 4 * (4 * 34 + 2))  # 16 samples of 32 px in a 4x4 grid, shown x4
+    again = client.predict("dcgan", 0, 16, 1.0, -1, A, api_name="/sample")
+    assert Image.open(again).tobytes() == img.tobytes()  # same seed, same images
+    other = client.predict("dcgan", 1, 16, 1.0, -1, A, api_name="/sample")
+    assert Image.open(other).tobytes() != img.tobytes()
 
 
-def test_interpolate_returns_the_requested_frames(client):
-    frames, gif = client.predict("dcgan", 3, 4, "slerp", 7, api_name="/interpolate")
-    assert len(frames) == 7 and Image.open(gif).format == "GIF" and gif.endswith("dcgan-slerp-seed3-to-4.gif")
+def test_interpolation_is_an_animation_shown_large(client):
+    gif, strip = client.predict("dcgan", 3, 4, "slerp", 7, A, api_name="/interpolate")
+    anim = Image.open(gif)
+    assert anim.format == "GIF" and anim.n_frames >= 7 and anim.width >= 256
+    assert Path(gif).name == "dcgan-slerp-seed3-to-4.gif"
+    assert Image.open(strip).format == "PNG" and Image.open(strip).width > Image.open(strip).height * 5
 
 
-def test_first_visitors_see_the_best_bundled_model():
-    import json
-
-    import app
-    from ganhub.source import bundled, weights_dir
-
-    fids = {n: json.loads((weights_dir() / n / "config.json").read_text())["metrics"]["fid"]["value"] for n in bundled()}
-    assert app.DEFAULT == min(fids, key=fids.get)
-
-
-def test_style_mix_and_its_refusal(client):
-    grid = client.predict("stylegan-lite", "1,2", "3,4,5", 3, api_name="/style_mix")
-    assert Image.open(grid).size == (3 * (4 * 34 + 2), 3 * (3 * 34 + 2))  # (1 + 3 columns) x (1 + 2 rows) tiles, x3
-    with pytest.raises(Exception, match="no mapping network"):
-        client.predict("dcgan", "1", "2", 3, api_name="/style_mix")
-
-
-def test_the_crossover_slider_offers_only_the_generators_layers():
-    import app
+def test_style_mix_is_labelled_and_refused_without_a_mapping_network(client):
+    from ganhub.sample import style_mix
     from ganhub.source import load_generator
 
-    top = load_generator("stylegan-lite").G.num_ws - 1
-    slider = app.crossover_slider("stylegan-lite", 9)
-    assert (slider.maximum, slider.value) == (top, top)
-    assert app.crossover_slider("stylegan-lite", 2).value == 2
-    assert app.crossover_slider("no-such-model", 3).value == 3  # Mix then says what is wrong
+    path = client.predict("stylegan-lite", "1,2", "3,4,5", 3, A, api_name="/style_mix")
+    labelled = Image.open(path)
+    bare = style_mix(load_generator("stylegan-lite").G, [1, 2], [3, 4, 5], 3)
+    assert labelled.width > bare.width * 3 and labelled.height > bare.height * 3  # enlarged, plus label margins
+    assert "no mapping network" in error_of(lambda: client.predict("dcgan", "1", "2", 3, A, api_name="/style_mix"))
 
 
-def test_bad_input_is_a_sentence_not_a_traceback(client):
-    with pytest.raises(Exception) as exc:
-        client.predict("no-such-model", 0, 4, 1.0, api_name="/sample")
-    assert "is not a run folder, a bundled weights name" in str(exc.value) and "Traceback" not in str(exc.value)
-    with pytest.raises(Exception, match="greater than maximum value 64"):  # the slider bound, checked by gradio
-        client.predict("dcgan", 0, 1000, 1.0, api_name="/sample")
+def test_the_default_crossover_visibly_mixes(app_module):
+    """With the page's default seeds, mixed images differ clearly from both of their sources (the old
+    default, 4, mostly copied the row image)."""
+    import torch
+
+    from ganhub.sample import latents
+
+    G = app_module.load(app_module.weights_dir() / "stylegan-lite").G
+    k = app_module.crossover_slider("stylegan-lite").value
+    assert 1 <= k < G.num_ws
+
+    def synth(w):
+        torch.manual_seed(0)
+        return G.synthesis(w[:, None].repeat(1, G.num_ws, 1) if w.dim() == 2 else w)
+
+    with torch.no_grad():
+        w = G.mapping(torch.cat([latents(1, G.z_dim, s) for s in (1, 2, 3, 4, 5, 6)]))
+        rows, cols = w[:3].repeat_interleave(3, 0), w[3:].repeat(3, 1)  # the 9 mixed tiles of the page
+        xr, xc = synth(rows), synth(cols)
+        xm = synth(torch.stack([rows] * k + [cols] * (G.num_ws - k), 1))
+    apart = float((xr - xc).abs().mean())
+    assert float((xm - xr).abs().mean()) > 0.3 * apart and float((xm - xc).abs().mean()) > 0.3 * apart
 
 
-def test_train_streams_stops_and_resumes(client, tmp_path):
-    import json
+def test_a_model_card_beside_the_source_and_psi_only_with_a_mapping_network(app_module, client):
+    card = client.predict("dcgan", A, api_name="/describe")
+    assert "dcgan" in card and "training steps on Fashion-MNIST" in card
+    assert "FID (Fashion-MNIST classifier features)" in card and "lower is better" in card
+    _, psi, cls = app_module.source_controls("stylegan-lite", A, None)
+    assert psi.visible is True and cls.visible is False
+    _, psi, cls = app_module.source_controls("dcgan", A, None)
+    assert psi.visible is False and cls.visible is False
+
+
+def test_first_visitors_see_the_best_bundled_model_already_sampled(app_module):
+    from ganhub.run import RunFolder
+    from ganhub.source import bundled, weights_dir
+
+    fids = {n: RunFolder(weights_dir() / n).metrics["fid"]["value"] for n in bundled()}
+    assert app_module.DEFAULT == min(fids, key=fids.get)
+    shown = {b.elem_id: b for b in app_module.demo.blocks.values() if getattr(b, "elem_id", None)}
+    for elem in ("sample-output", "interp-gif"):
+        assert shown[elem].value and shown[elem].value["path"], f"{elem} is empty on the first visit"
+
+
+@pytest.mark.parametrize("call, expected", [
+    (("dcgan", None, 4, 1.0, -1, A, "/sample"), "seed is empty"),
+    (("", 0, 4, 1.0, -1, A, "/sample"), "choose a model first"),
+    (("no-such-model", 0, 4, 1.0, -1, A, "/sample"), "is not a bundled model"),
+    (("/etc", 0, 4, 1.0, -1, A, "/sample"), "is not a bundled model"),
+    (("run:../../etc", 0, 4, 1.0, -1, A, "/sample"), "choose one of your runs"),
+    (("dcgan", 0, 4, 1.0, 99, A, "/sample"), "class"),
+    (("dcgan", 0, None, "slerp", 5, A, "/interpolate"), "seed B is empty"),
+    (("stylegan-lite", "a, b", "1", 2, A, "/style_mix"), "must be whole numbers"),
+    (("stylegan-lite", "", "1", 2, A, "/style_mix"), "give 1 to 8 seeds"),
+    (("dcgan", "fashion-mnist", None, None, "", "{}", 0, "auto", A, "/train"), "steps is empty"),
+    (("dcgan", "fashion-mnist", None, 10, "", "{", 0, "auto", A, "/train"), "not valid JSON"),
+    (("dcgan", "fashion-mnist", None, 10, "", '{"lr_d": -1}', 0, "auto", A, "/train"), "lr_d"),
+    (("dcgan", "ring8", None, 10, "", "{}", 0, "auto", A, "/train"), "cannot learn"),
+    (("dcgan", "upload", None, 10, "", "{}", 0, "auto", A, "/train"), "upload a .zip"),
+    (("dcgan", "fashion-mnist", None, 10, "nope", "{}", 0, "auto", A, "/train"), "choose one of your runs"),
+    (("dcgan", "fashion-mnist", None, 10**7, "", "{}", 0, "auto", A, "/train"), "at most 20,000 steps"),
+    (("", A, "/download"), "choose one of your runs to download"),
+    (([], "", ["fid"], 200, A, "/evaluate"), "choose at least one model"),
+    ((["dcgan"], "", [], 200, A, "/evaluate"), "choose at least one metric"),
+    (("dcgan", "", False, "", A, "/push"), "enter the repo id"),
+    (("", "", "/pull"), "enter a repo id"),
+    (("not a repo", "", "/pull"), "not a valid Hub repo id"),
+])
+def test_every_bad_box_gets_a_sentence(client, call, expected):
+    *args, api = call
+    msg = error_of(lambda: client.predict(*args, api_name=api))
+    assert expected in msg
+    assert "Traceback" not in msg and "unexpectedly" not in msg and "went wrong" not in msg
+    assert not re.search(r"(^|\s)--\w", msg) and "/tmp" not in msg  # no CLI flags, no server paths
+
+
+def test_library_messages_are_put_in_the_pages_words(app_module):
+    run = app_module.RUNS / "0123abcd" / "dcgan-1a2b3c4d"
+    web = app_module.web
+    assert web(f"stopped at step 5; resume with --resume (checkpoint in {run})") == (
+        "stopped at step 5; resume with Train (with your run chosen) (checkpoint in your run dcgan-1a2b3c4d)")
+    assert web("lower the learning rates (--set lr_d=... lr_g=...)") == "lower the learning rates (lr_d (Advanced → config) lr_g=...)"
+    assert "/" not in web("cannot read /home/user/.cache/ganhub/x.json").replace("x.json", "")
+    assert web("no Hugging Face token: log in with `hf auth login`, set HF_TOKEN or pass --token") == (
+        "no Hugging Face token: sign in with Hugging Face")
+
+
+def test_training_streams_both_curves_stops_continues_and_reproduces(app_module, client, tmp_path):
     import shlex
 
     import torch
@@ -98,64 +203,131 @@ def test_train_streams_stops_and_resumes(client, tmp_path):
 
     from ganhub.cli import main
 
-    cfg = json.dumps(registry.get("dcgan").test_config)
-    job = client.submit("dcgan", "fashion-mnist", None, cfg, 400, 64, False, "", api_name="/train")
-    deadline = time.time() + 120
-    while len(job.outputs()) < 3 and time.time() < deadline:
-        time.sleep(0.2)
-    assert len(job.outputs()) >= 3, "training did not stream updates"
-    assert "step" in job.outputs()[-1][2]
-    other_tab = Client(client.src, verbose=False)  # a reload is a new session: it stops the run named in the box
-    assert "no training is running" in other_tab.predict("", api_name="/stop")
-    assert "stopping" in other_tab.predict(job.outputs()[-1][3], api_name="/stop")
-    while not job.done() and time.time() < deadline:
-        time.sleep(0.2)
-    last = job.outputs()[-1]
-    assert "stopped at step" in last[2]
-    run_dir = last[3]
-    stopped_at = int(last[2].split("stopped at step ")[1].split(";")[0])
-    assert stopped_at < 400
-    # resume names the folder (a reload keeps it in the browser), whatever variant the dropdown shows now
-    final = client.predict("sngan", "fashion-mnist", None, cfg, stopped_at + 3, 64, True, run_dir, api_name="/train")
-    assert f"finished: {run_dir}" in final[2] and final[3] == final[4] == run_dir
-    meta = json.loads(open(f"{run_dir}/config.json").read())
-    assert meta["step"] == stopped_at + 3
-    # the recorded command is the CLI equivalent of the app run (stopped and resumed), and reproduces it exactly
-    argv = shlex.split(meta["recipe"]["command"])
-    assert argv[:9] == ["ganhub", "train", "dcgan", "--dataset", "fashion-mnist", "--steps", str(stopped_at + 3), "--seed", "0"]
-    assert "--limit" in argv and "--set" in argv
+    job = client.submit("dcgan", "fashion-mnist", None, 400, "", TINY, 64, "fp32", A, api_name="/train")
+    first = wait_for(job, lambda o: "Step" in str(o[2]))
+    plot = first[1]
+    losses = {row[1] for row in plot["data"]}
+    assert {"loss_D", "loss_G"} <= losses and min(row[0] for row in plot["data"]) == 1  # from the first step
+    shown = int(re.search(r"Step (\d+)", first[2]).group(1))
+    assert max(row[0] for row in plot["data"]) == shown  # the curves are in step with the status line
+    run = next(o[3]["value"] for o in job.outputs() if isinstance(o[3], dict) and o[3].get("value"))
+    other_tab = Client(client.src, verbose=False)  # a reload is a new session; the visitor is the same browser
+    assert "Nothing of yours" in other_tab.predict(run, B, api_name="/stop")  # another visitor cannot stop it
+    assert "Stopping" in other_tab.predict(run, A, api_name="/stop")
+    last = wait_for(job, lambda o: "Stopped at step" in str(o[2]))
+    stopped_at = int(re.search(r"Stopped at step (\d+)", last[2]).group(1))
+    assert 0 < stopped_at < 400 and "Press **Train** to continue" in last[2]
+    # continuing: the run's own variant and config, whatever the boxes show now
+    final = client.predict("sngan", "fashion-mnist", None, stopped_at + 3, run, "{}", 0, "auto", A, api_name="/train")
+    assert f"your run {run} trained {stopped_at + 3:,} steps" in final[2]
+    folder = app_module.RUNS / app_module.visitor_key(A, None) / run
+    meta = json.loads((folder / "config.json").read_text())
+    assert meta["step"] == stopped_at + 3 and meta["variant"] == "dcgan"
+    argv = shlex.split(meta["recipe"]["command"])  # the CLI equivalent, with no server path in it
+    assert argv[:4] == ["ganhub", "train", "dcgan", "--dataset"] and argv[argv.index("--out") + 1] == run
     argv[argv.index("--out") + 1] = str(tmp_path / "cli")
     assert main([*argv[1:], "--quiet"]) == 0
-    ours, theirs = load_file(f"{run_dir}/model.safetensors"), load_file(tmp_path / "cli" / "model.safetensors")
+    ours, theirs = load_file(folder / "model.safetensors"), load_file(tmp_path / "cli" / "model.safetensors")
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
-    zipped = client.predict(run_dir, api_name="/download")
-    assert zipped.endswith(".zip")
+    assert client.predict(run, A, api_name="/download").endswith(f"{run}.zip")
+    png = client.predict(f"run:{run}", 0, 4, 1.0, -1, A, api_name="/sample")  # the visitor's own run as a source
+    assert Image.open(png).format == "PNG"
 
 
-@pytest.mark.parametrize("folder", ["", "/", "/etc", "{runs}/../.."])
-def test_resume_and_download_touch_only_the_apps_own_runs(client, folder):
-    import app
+def test_runs_belong_to_their_visitor(app_module, client):
+    """After a reload a visitor gets their runs back; another visitor can neither see nor use them."""
+    key = app_module.visitor_key(A, None)
+    (app_module.RUNS / key / "dcgan-feedbeef").mkdir(parents=True)
+    (app_module.RUNS / key / "dcgan-feedbeef" / "config.json").write_text(
+        (app_module.weights_dir() / "dcgan" / "config.json").read_text())
+    mine = app_module.welcome(A, None)
+    assert mine[0] == A and "dcgan-feedbeef" in {v for _, v in mine[1].choices}
+    theirs = app_module.welcome(B, None)
+    assert "dcgan-feedbeef" not in {v for _, v in theirs[1].choices}
+    assert ("your run dcgan-feedbeef", "run:dcgan-feedbeef") not in theirs[2].choices
+    new = app_module.welcome("", None)[0]
+    assert re.fullmatch(r"[0-9a-f]{32}", new) and new not in (A, B)  # a new browser gets a fresh secret
+    for api, args in (("/download", ("dcgan-feedbeef", B)), ("/sample", ("run:dcgan-feedbeef", 0, 4, 1.0, -1, B))):
+        assert "choose one of your runs" in error_of(lambda api=api, args=args: client.predict(*args, api_name=api))
+    assert app_module.visitor_key(A, None) != app_module.visitor_key(B, None)
+    assert re.fullmatch(r"[0-9a-f]{24}", app_module.visitor_key("../../etc", None))  # never a path
 
-    folder = folder.format(runs=app.RUNS)
-    with pytest.raises(Exception, match="nothing to download"):
-        client.predict(folder, api_name="/download")
-    with pytest.raises(Exception, match="nothing to resume"):
-        client.predict("dcgan", "fashion-mnist", None, "{}", 10, 64, True, folder, api_name="/train")
+
+def test_the_line_is_fair(app_module, monkeypatch):
+    Job, line = app_module.Job, app_module.Line()
+    monkeypatch.setattr(app_module, "LIMITS", replace(app_module.LIMITS, slots=1, waiting=1, runs_per_hour=1))
+    a, b, c = Job("a", "r1"), Job("b", "r2"), Job("c", "r3")
+    line.join(a)
+    line.join(b)
+    assert "already have a training" in error_of(lambda: line.join(Job("a", "again")))
+    assert "the Space is busy" in error_of(lambda: line.join(c))
+    assert line.turn(a) == 0 and line.turn(b) == 1  # first come, first served
+    line.leave(a)
+    assert b.wake.is_set() and line.turn(b) == 0
+    line.leave(b)
+    assert "in the last hour" in error_of(lambda: line.join(Job("a", "r4")))  # a's quota is used up
 
 
-def test_evaluate_side_by_side_with_protocol(client):
-    table, protocol = client.predict(["dcgan", "stylegan-lite"], "", ["fid", "coverage"], 200, api_name="/evaluate")
+def test_a_waiting_visitor_is_told_why_and_can_leave(app_module, client, monkeypatch):
+    monkeypatch.setattr(app_module, "LIMITS", replace(app_module.LIMITS, slots=1))
+    first = client.submit("vanilla", "ring8", None, 20_000, "", "{}", 0, "fp32", A, api_name="/train")
+    wait_for(first, lambda o: "Step" in str(o[2]))
+    second_tab = Client(client.src, verbose=False)
+    second = second_tab.submit("dcgan", "fashion-mnist", None, 10, "", TINY, 64, "fp32", B, api_name="/train")
+    waiting = wait_for(second, lambda o: "in line" in str(o[2]), 60)
+    assert "you are number 1 in line" in waiting[2] and "runs 1 at once" in waiting[2] and "Stop" in waiting[2]
+    assert "Leaving the line" in second_tab.predict("", B, api_name="/stop")
+    wait_for(second, lambda o: "You left the line" in str(o[2]), 30)
+    assert not (app_module.RUNS / app_module.visitor_key(B, None)).exists() or not any(
+        (app_module.RUNS / app_module.visitor_key(B, None)).iterdir())  # nothing was trained for B
+    client.predict("", A, api_name="/stop")
+    wait_for(first, lambda o: "Stopped at step" in str(o[2]), 60)
+    deadline = time.time() + 30
+    while app_module.LINE.running and time.time() < deadline:  # the slot frees when the process has ended
+        time.sleep(0.2)
+    assert not app_module.LINE.running and not app_module.LINE.waiting
+
+
+def test_evaluate_names_each_metric_its_direction_and_protocol(client):
+    table, protocol, thumbs = client.predict(["dcgan", "stylegan-lite"], "", ["fid", "coverage"], 200, A,
+                                             api_name="/evaluate")
     assert [row[0] for row in table["data"]] == ["dcgan", "stylegan-lite"]
-    assert "fid" in table["headers"] and "n_generated=200" in protocol and "fmnist" in protocol
+    assert "FID ↓" in table["headers"] and "classes covered ↑" in table["headers"]
+    assert "FID (Fashion-MNIST classifier features)" in protocol and "classes covered" in protocol
+    assert "n generated: 200" in protocol and "/work" not in protocol
+    assert [t["caption"] for t in thumbs] == ["dcgan", "stylegan-lite"]
 
 
-def test_push_and_pull_through_the_app(client, fake_hub, capsys):
-    """Locally the token comes from the token box (on Spaces, from gr.LoginButton's OAuth token)."""
-    msg = client.predict("dcgan", "tester/app-dcgan", False, fake_hub.token, api_name="/push")
-    assert msg.startswith("pushed:") and fake_hub.token not in msg
+def test_on_a_space_only_the_visitors_token_pushes_and_only_permitted_sources(app_module, fake_hub, monkeypatch):
+    import gradio as gr
+
+    monkeypatch.setenv("SYSTEM", "spaces")
+    monkeypatch.setenv("SPACE_ID", "tester/ganhub")
+    monkeypatch.setenv("HF_TOKEN", fake_hub.token)  # the Space owner's valid token must never be used
+    assert app_module.on_space()
+    with pytest.raises(gr.Error, match="sign in with Hugging Face first"):
+        app_module.push_to_hub("dcgan", "tester/anon", False, fake_hub.token, A, None)  # the token box is ignored
+    assert fake_hub.requests == [] and "tester/anon" not in fake_hub.repos
+    local = str(app_module.weights_dir() / "dcgan")
+    with pytest.raises(gr.Error, match="one of your runs or a Hub repo id"):
+        app_module.source_folder(local, "k")  # no server paths on a Space
+    token = gr.OAuthToken(token=fake_hub.token, scope="write-repos", expires_at=int(time.time()) + 60)
+    assert "Pushed dcgan" in app_module.push_to_hub("dcgan", "tester/signed-in", False, "", A, None, token)
+    assert "tester/signed-in" in fake_hub.repos
+    monkeypatch.delenv("SYSTEM")
+    assert app_module.source_folder(local, "k")[0] == Path(local).resolve()  # locally, any run folder
+
+
+def test_push_and_pull_locally_leave_the_pushed_folder_untouched(client, fake_hub, app_module, capsys):
+    folder = app_module.weights_dir() / "dcgan"
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    msg = client.predict("dcgan", "tester/app-dcgan", False, fake_hub.token, A, api_name="/push")
+    assert msg.startswith("Pushed dcgan to [tester/app-dcgan]") and fake_hub.token not in msg
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     status, grid = client.predict("tester/app-dcgan", "", api_name="/pull")
-    assert status.startswith("pulled to") and Image.open(grid).width > 0
-    with pytest.raises(Exception, match="refused the token"):
-        client.predict("dcgan", "tester/other", False, "hf_notTheRightToken123", api_name="/push")
+    assert "Pulled **tester/app-dcgan**" in status and "/" not in status.split("**")[-1].split("`")[0]
+    assert Image.open(grid).format == "PNG"
+    assert "refused the token" in error_of(
+        lambda: client.predict("dcgan", "tester/other", False, "hf_notTheRightToken123", A, api_name="/push"))
     out = capsys.readouterr()
     assert fake_hub.token not in out.out + out.err
