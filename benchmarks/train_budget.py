@@ -26,7 +26,7 @@ import torch
 
 from ganhub.augment import resolve_policy
 from ganhub.errors import GanhubError
-from ganhub.run import read_config
+from ganhub.run import RunFolder
 from ganhub.sample import sample, save_images
 from ganhub.source import load_generator
 from ganhub.train import train
@@ -67,7 +67,7 @@ def run(variant: str, overrides: dict, minutes: float, out: Path, seed: int, lim
     finally:
         timer.cancel()
     wall = time.time() - t0
-    cfg = read_config(out)["config"]
+    cfg = RunFolder(out).meta["config"]
     steps = last.step if last is not None else 0
     images = steps * cfg["batch_size"] * cfg.get("n_critic", 1)  # real images D trained on
     n_images = limit or 60_000

@@ -54,7 +54,7 @@ from ganhub.data import FMNIST_CLASSES as FMNIST_CLASS_NAMES
 from ganhub.data import ImageDataset, cache_dir, load_dataset, toy_points
 from ganhub.errors import GanhubError
 from ganhub.extractors import Extractor, classifier_input, get_extractor, load_classifier
-from ganhub.run import CONFIG, atomic_write_json
+from ganhub.run import RunFolder, atomic_write_json
 from ganhub.sample import generate, iter_samples, latents, to_uint8
 from ganhub.source import Loaded, bundled, load_generator, weights_dir
 from ganhub.variant import capabilities
@@ -227,10 +227,18 @@ def class_coverage(
 def _data_class_histogram(real: ImageDataset, key: str, net: nn.Module, use_cache: bool) -> torch.Tensor:
     path = cache_dir() / "fidelity" / f"{key}-class-histogram.json"
     if use_cache and path.is_file():
-        return torch.tensor(json.loads(path.read_text())["counts"], dtype=torch.float64)
+        try:
+            counts = torch.tensor(json.loads(path.read_text())["counts"], dtype=torch.float64)
+            if counts.shape == (FMNIST_CLASSES,) and (counts >= 0).all() and counts.sum() > 0:
+                return counts
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError):
+            pass  # a cut or foreign cache file: recompute and overwrite it
     counts = predicted_counts(real.images, net)
     if use_cache:
-        atomic_write_json(path, {"counts": counts.tolist()})
+        try:
+            atomic_write_json(path, {"counts": counts.tolist()})
+        except OSError:
+            pass  # a read-only or full cache only costs the recomputation next time
     return counts.double()
 
 
@@ -627,17 +635,13 @@ def _protocol(
 
 def write_results(folder: str | Path, result: dict[str, Any]) -> Path:
     """Merge `result["metrics"]` into the folder's config.json "metrics" (atomic), for the model card."""
-    path = Path(folder) / CONFIG
-    meta = json.loads(path.read_text())
-    meta.setdefault("metrics", {}).update(result["metrics"])
-    atomic_write_json(path, meta)
-    return path
+    return RunFolder(folder).write_metrics(result["metrics"])
 
 
 def _local_folder(src: str) -> Path | None:
     """The folder `--write` may write to: a local run folder or a bundled weights entry, not a Hub download."""
     p = Path(src).expanduser()
-    if (p / CONFIG).is_file():
+    if RunFolder(p).has_config():
         return p
     if src in bundled():
         return weights_dir() / src

@@ -472,3 +472,16 @@ def test_evaluate_adds_accuracy_for_conditional_generators_only(fmnist_test, cap
         evaluate("dcgan", n=100, metrics="accuracy")
     table = format_table([r])
     assert "cond. acc" in table and "cond. acc per class (replay-cond): T-shirt/top" in table
+
+
+def test_a_damaged_class_histogram_cache_is_recomputed(fmnist_test, net, monkeypatch, tmp_path):
+    from ganhub import metrics
+
+    monkeypatch.setenv("GANHUB_CACHE", str(tmp_path))
+    first = metrics._data_class_histogram(fmnist_test, "k", net, True)
+    path = tmp_path / "fidelity" / "k-class-histogram.json"
+    assert json.loads(path.read_text())["counts"] == first.long().tolist()
+    for junk in ('{"counts": [1, 2', '{"counts": "x"}', "[]", '{"counts": [1, 2, 3]}'):
+        path.write_text(junk)
+        assert torch.equal(metrics._data_class_histogram(fmnist_test, "k", net, True), first)
+    assert json.loads(path.read_text())["counts"] == first.long().tolist()  # and repaired
