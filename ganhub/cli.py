@@ -82,9 +82,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                 if bar is not None:
                     bar.close()
                 print(ev.message)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if bar is not None:
             bar.close()
+        if getattr(e, "ganhub_all_ranks", False):
+            args.exit_together = True
         if _rank() == 0:
             step = RunFolder(args.out).checkpoint_step()
             print(f"interrupted; the checkpoint in {args.out} (step {step}) is kept: continue with --resume" if step is not None
@@ -187,16 +189,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        return _exit_together(code) if getattr(args, "exit_together", False) else code
     except GanhubError as e:
         if _rank() == 0:  # under torchrun every rank raises the same agreed error: one line, from rank 0
             print(f"error: {_one_line(str(e))}", file=sys.stderr)
-        return 2
+        return _exit_together(2) if getattr(e, "ganhub_all_ranks", False) else 2
+    except KeyboardInterrupt:  # Ctrl-C outside training (imports, loading, sampling): no traceback
+        print("interrupted", file=sys.stderr)
+        return 130
     except OSError as e:  # a path the user gave that cannot be read or written
         if _rank() == 0:
             where = f"{e.filename}: " if e.filename else ""
             print(f"error: {where}{e.strerror or e}; check the path and its permissions", file=sys.stderr)
         return 2
+
+
+def _exit_together(code: int) -> int:
+    """Under torchrun, ranks that stop on an agreed error or interruption leave at the same instant: torchrun
+    kills the ranks still running when one exits with an error, which would turn their exit code into SIGTERM."""
+    import torch
+
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return code
+    sys.stdout.flush()
+    sys.stderr.flush()
+    torch.distributed.barrier()
+    os._exit(code)
 
 
 def _one_line(text: str) -> str:

@@ -622,6 +622,12 @@ def _comm_device(world: dist.World) -> torch.device:
     return torch.device("cuda", world.local_rank) if torch.distributed.get_backend() == "nccl" else torch.device("cpu")
 
 
+def all_ranks(err: BaseException) -> BaseException:
+    """Mark `err` as raised by every rank at the same point (the CLI then lets all ranks exit together)."""
+    err.ganhub_all_ranks = True
+    return err
+
+
 def _agree(world: dist.World, err: BaseException | None) -> None:
     """Raise on every rank when any rank failed: the lowest failing rank's GanhubError, the same everywhere
     (so all stop together with one message); a bug keeps its traceback on its own rank."""
@@ -642,11 +648,11 @@ def _agree(world: dist.World, err: BaseException | None) -> None:
     torch.distributed.broadcast(buf, src=src)
     name, _, message = bytes(buf.cpu().tolist()).rstrip(b"\0").decode(errors="replace").partition("\t")
     if world.rank == src:
-        raise err
+        raise all_ranks(err)
     cls = getattr(_errors, name, None)
     if not (isinstance(cls, type) and issubclass(cls, GanhubError)):
         cls, message = GanhubError, f"process {src} of {world.size} failed with {name}: {message}"
-    raise cls(message)
+    raise all_ranks(cls(message))
 
 
 def _agreed_divergence(v: Variant, world: dist.World) -> Variant:
@@ -844,7 +850,8 @@ class _Training:
                     try:
                         logs = runner.run(batches, s.step)
                     except TrainingDiverged as e:
-                        raise TrainingDiverged(f"{str(e).split(';')[0]}; {self._checkpoint_note()}") from None
+                        err = TrainingDiverged(f"{str(e).split(';')[0]}; {self._checkpoint_note()}")
+                        raise (all_ranks(err) if world.size > 1 else err) from None
                     s.step += 1
                     s.data_position = batches.position
                     update_ema(s.G_ema, s.G, cfg, s.step * spec.global_batch, spec.global_batch)
@@ -864,8 +871,9 @@ class _Training:
                         if shot is not None and (is_ckpt or s.step % self.preview_every == 0):
                             yield from mon.after_snapshot(shot[0], shot[1], logs)
                     if stopping:
-                        if interrupts.requested:
-                            raise KeyboardInterrupt
+                        # a signal here, or (no stop event) on another rank: every rank leaves as interrupted
+                        if interrupts.requested or (world.size > 1 and self.stop is None):
+                            raise all_ranks(KeyboardInterrupt())
                         if mon is not None:
                             yield Event("done", s.step, spec.steps, elapsed=mon.elapsed, message=(
                                 f"stopped at step {s.step}; resume with --resume (checkpoint in {self.folder.path})"))
