@@ -99,7 +99,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from ganhub.sample import class_grid, write_samples
+    from ganhub.sample import class_grid, save_grid, write_samples
     from ganhub.source import load_generator
 
     if args.n is not None and args.grid_per_class is not None:
@@ -115,9 +115,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.class_ is not None and not 0 <= args.class_ < k:
         raise ConfigError(f"--class must be from 0 to {k - 1} for {args.source}, got {args.class_}")
     if args.grid_per_class is not None:
-        from ganhub.sample import _write_grid
-
-        path = _write_grid(class_grid(loaded.G, args.grid_per_class, args.seed, truncation=args.truncation), Path(args.out))
+        path = save_grid(class_grid(loaded.G, args.grid_per_class, args.seed, truncation=args.truncation), Path(args.out))
         print(f"wrote a {k}-class grid of {loaded.name} ({args.grid_per_class} per class, seed {args.seed}) to {path}")
         return 0
     n = 64 if args.n is None else args.n
