@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
         perm = torch.randperm(len(train), generator=gen)
         for i in range(per_epoch):
             idx = perm[i * args.batch_size : (i + 1) * args.batch_size]
-            x, y = train.batch(idx), train.labels[idx]
+            x, y = train.batch(idx)
             # Light augmentation: left-right flips (garments are near-symmetric). No shifts or crops,
             # so the features stay sensitive to the mis-centred or distorted samples FID should punish.
             flip = torch.rand(len(x), generator=gen) < 0.5
