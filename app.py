@@ -1304,6 +1304,9 @@ def build() -> gr.Blocks:
         demo.load(welcome, visitor, [visitor, t_run, s_src, i_src, m_src, h_src, e_src, t_quota],
                   api_visibility="private")
         ev.then(refresh_sources, visitor, [s_src, i_src, m_src, h_src, e_src], api_visibility="private")
+    for fn in demo.fns.values():  # gr.LoginButton's own page-load check is not an API endpoint or an MCP tool
+        if getattr(fn.fn, "__name__", "") == "_check_login_status":
+            fn.api_visibility = "private"
     return demo
 
 
