@@ -178,6 +178,8 @@ def train_spec(
             raise FolderError(f"{out} holds a trained model (no checkpoint to continue); choose another --out")
     elif not folder.has_config():
         raise FolderError(f"{out} has no config.json to resume from; train without --resume")
+    elif folder.has_model() and not folder.has_checkpoint():  # e.g. bundled or pulled weights: never overwritten
+        raise FolderError(f"{out} holds a trained model but no checkpoint to resume from; start a new run with another --out")
     check_memory(v, cfg, _known_images(spec), dev, spec.world_size)
     return _Training(spec, folder, v, cfg, dev, precision, resume, stop, tensorboard,
                      preview_every, checkpoint_every, log_every).events()
@@ -832,11 +834,9 @@ class _Training:
                 result = Event(kind, s.step, self.spec.steps, image=pic), img
             except GanhubError as e:
                 err = e
+        _agree(world, err)  # previews and checkpoints fall on the same steps on every rank
         if kind == "checkpoint":
-            _agree(world, err)
             self.saved_step = s.step
-        elif err is not None:
-            raise err
         return result
 
     def _loop(self, world: dist.World, runner: PhaseRunner, batches: Batches, mon: Monitor | None,
@@ -858,9 +858,15 @@ class _Training:
                     if world.size > 1:
                         _sync_buffers([s.G, s.D, s.G_ema], world)
                     mid_step = False
+                    shown, err = [], None
                     if mon is not None:
                         s.elapsed = mon.elapsed
-                        yield from mon.after_step(s.step, logs)
+                        try:
+                            shown = list(mon.after_step(s.step, logs))  # writes the log line (a full disk fails here)
+                        except GanhubError as e:
+                            err = e
+                    _agree(world, err)
+                    yield from shown
                     is_ckpt = s.step % self.checkpoint_every == 0 or s.step == spec.steps
                     stopping = dist.any_rank(bool(self.stop is not None and self.stop.is_set()) or interrupts.requested,
                                              world)

@@ -1,6 +1,7 @@
 import dataclasses
 import errno
 import shlex
+import shutil
 import threading
 
 import pytest
@@ -13,7 +14,7 @@ from ganhub.cli import main
 from ganhub.errors import ConfigError, DatasetError, FolderError, TrainingDiverged
 from ganhub.run import RunFolder, RunSpec
 from ganhub.sample import sample
-from ganhub.source import load_generator
+from ganhub.source import load_generator, weights_dir
 from ganhub.train import Event, train, train_spec, update_ema
 
 LIMIT = 64  # a small slice of Fashion-MNIST keeps every run to seconds
@@ -143,6 +144,13 @@ def test_resume_refuses_changes_and_existing_folders(tmp_path):
     with pytest.raises(FolderError, match="no config.json"):
         run("dcgan", tmp_path / "empty", 4, resume=True)
     assert not (tmp_path / "empty").exists()
+    shutil.copytree(weights_dir() / "dcgan", tmp_path / "weights")  # a model without a checkpoint is never overwritten
+    before = {p.name: p.read_bytes() for p in (tmp_path / "weights").iterdir()}
+    with pytest.raises(FolderError, match="holds a trained model but no checkpoint"):
+        train("dcgan", out=tmp_path / "weights", steps=6000, resume=True)
+    with pytest.raises(FolderError, match="holds a trained model"):
+        run("dcgan", tmp_path / "weights", 2)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "weights").iterdir()} == before
 
 
 def test_divergence_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path):
