@@ -247,6 +247,18 @@ def build_models(variant: Variant, cfg: BaseConfig) -> tuple[nn.Module, nn.Modul
     return G, D
 
 
+def supports_classes(variant: Variant) -> bool:
+    """Whether the variant builds class-conditional networks (it refuses num_classes > 0 with ConfigError
+    otherwise); tried at its tiny test_config, so this takes milliseconds."""
+    from ganhub.errors import ConfigError
+
+    try:
+        build_models(variant, make_config(variant.config_cls, {**variant.test_config, "num_classes": 2}))
+    except ConfigError:
+        return False
+    return True
+
+
 def call_G(G: nn.Module, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
     """G(z) for an unconditional generator, G(z, labels) for a conditional one."""
     return G(z) if labels is None else G(z, labels)
