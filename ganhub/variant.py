@@ -232,7 +232,7 @@ def config_to_dict(cfg: BaseConfig) -> dict[str, Any]:
 
 def build_models(variant: Variant, cfg: BaseConfig) -> tuple[nn.Module, nn.Module]:
     """variant.build(cfg), checked, with `G.z_dim` and `G.num_classes` set so samplers need nothing but G."""
-    from ganhub.errors import ConfigError, GanhubError
+    from ganhub.errors import ConfigError, GanhubError, PluginError
 
     try:
         G, D = variant.build(cfg)
@@ -242,6 +242,10 @@ def build_models(variant: Variant, cfg: BaseConfig) -> tuple[nn.Module, nn.Modul
         raise ConfigError(f"variant {variant.name!r} could not build its networks for this config: {type(e).__name__}: {e}") from None
     if not (isinstance(G, nn.Module) and isinstance(D, nn.Module)):
         raise ConfigError(f"variant {variant.name!r}: build(cfg) must return two nn.Modules (G, D)")
+    for net, m in (("G", G), ("D", D)):
+        if any(isinstance(p, nn.parameter.UninitializedParameter) for p in m.parameters()):
+            raise PluginError(f"variant {variant.name!r}: {net} has lazy (uninitialised) parameters, which cannot be "
+                              "copied, broadcast or checkpointed; give every layer its sizes in build(cfg)")
     G.z_dim = cfg.z_dim
     G.num_classes = cfg.num_classes
     return G, D

@@ -325,3 +325,34 @@ def test_draw_is_from_the_global_rng_on_the_device():
     z2, c2 = r.draw(5)
     assert z1.shape == (5, 4) and c1.shape == (5,) and torch.equal(z1, z2) and torch.equal(c1, c2)
     assert _runner().draw(2)[1] is None
+
+
+def test_lazy_modules_are_refused_at_build_naming_the_plugin():
+    v = dataclasses.replace(TOY, build=lambda cfg: (nn.LazyLinear(2), _build(cfg)[1]))
+    with pytest.raises(PluginError, match="'toy': G has lazy .*give every layer its sizes"):
+        build_models(v, _cfg())
+
+
+def test_config_bounds_name_key_value_and_bound():
+    for over, msg in [({"lr_d": "nan"}, "'lr_d' must be a finite number, got nan"),
+                      ({"lr_d": -1}, "'lr_d' must be > 0 and <= 1, got -1.0"),
+                      ({"z_dim": 0}, "'z_dim' must be >= 1 and <= 4096, got 0"),
+                      ({"betas": "0.5,1.0"}, "each value of config key 'betas' must be >= 0 and < 1"),
+                      ({"ema_half_life_kimg": "inf"}, "'ema_half_life_kimg' must be a finite number"),
+                      ({"channels": 2}, "'channels' must be one of 1, 3, got 2"),
+                      ({"augment": "color,zoom"}, "'augment' must be 'auto', 'off' or a comma list"),
+                      ({"n_gen": 0}, "'n_gen' must be >= 1"),
+                      ({"batch_size": "many"}, "'batch_size' expects int")]:
+        with pytest.raises(ConfigError, match=msg) as e:
+            make_config(Cfg, over)
+        assert "\n" not in str(e.value)
+    assert make_config(Cfg, {"augment": "translation,cutout", "num_classes": "10"}).num_classes == 10
+
+
+def test_plugin_fields_keep_base_bounds_when_redeclared():
+    @dataclass
+    class Sub(BaseConfig):
+        lr_d: float = 1e-4  # a plain re-declaration keeps BaseConfig's (0, 1] bound
+
+    with pytest.raises(ConfigError, match="'lr_d' must be > 0 and <= 1"):
+        make_config(Sub, {"lr_d": 5})
