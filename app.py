@@ -56,6 +56,11 @@ os.environ.setdefault("GRADIO_RUN_HISTORY", "false")
 if on_space():  # the app never acts with the Space's own account: only a signed-in visitor's token is used
     os.environ.pop("HF_TOKEN", None)
     os.environ["HF_HUB_DISABLE_IMPLICIT_TOKEN"] = "1"
+    import torch
+
+    # The server's own work (sampling, previews) is small; trainings run in their own processes. One thread
+    # keeps it quick while they do: two threads competing with them made a style mix 50x slower.
+    torch.set_num_threads(1)
 
 from ganhub import registry  # noqa: E402  (after the environment above is set)
 from ganhub.errors import GanhubError  # noqa: E402
@@ -289,22 +294,23 @@ def font(size: int):
 
 
 def labelled_mix(grid: Image.Image, rows: list[int], cols: list[int], crossover: int, num_ws: int) -> Image.Image:
-    """Karras et al.'s style-mixing figure with its labels: a header over the columns and one per row."""
+    """Karras et al.'s style-mixing figure with its labels: the seed over each column and beside each row."""
     grid = enlarged(grid)
     tile_w, tile_h = grid.width / (len(cols) + 1), grid.height / (len(rows) + 1)
-    size = max(12, min(18, int(tile_w / 7)))
-    f, small = font(size), font(max(11, size - 3))
-    top, left = 2 * size + 14, int(tile_w) + 12
+    size = max(12, min(18, int(tile_w / 6)))
+    f = font(size)
+    top, left = size * 2 + 16, size * 4 + 8
     canvas = Image.new("RGB", (grid.width + left, grid.height + top), "white")
     canvas.paste(grid.convert("RGB"), (left, top))
     d = ImageDraw.Draw(canvas)
-    d.text((left + tile_w * 1.0, 4), f"fine styles (layers {crossover + 1}-{num_ws}) from seed ↓", fill="black", font=f)
+    d.text((left + tile_w * 1.05, 4), f"fine styles (layers {crossover + 1}-{num_ws}) from seed:", fill="black", font=f)
     for j, c in enumerate(cols):
-        d.text((left + tile_w * (j + 1.5), top - 4), f"seed {c}", fill="black", font=small, anchor="md")
-    d.text((4, top + tile_h * 0.5), f"coarse (layers\n1-{crossover}) from\nthe seed →", fill="black", font=small,
-           anchor="lm")
+        d.text((left + tile_w * (j + 1.5), top - 4), str(c), fill="black", font=f, anchor="md")
+    d.multiline_text((left + tile_w / 2, top + tile_h / 2),
+                     f"rows: coarse\nstyles (layers\n1-{crossover}) from\nthe seed at left", fill="black",
+                     font=font(max(11, size - 4)), anchor="mm", align="center")
     for i, r in enumerate(rows):
-        d.text((left - 6, top + tile_h * (i + 1.5)), f"seed {r}", fill="black", font=small, anchor="rm")
+        d.text((left - 6, top + tile_h * (i + 1.5)), f"seed {r}", fill="black", font=f, anchor="rm")
     return canvas
 
 
@@ -377,13 +383,13 @@ def interpolate_seeds(source: str, seed_a: float, seed_b: float, path: str, fram
     base = f"{Path(name).name.replace('your run ', '')}-{path}-seed{a}-to-{b}"
     scale = max(2, min(8, 256 // x.shape[-1]))
     strip = to_grid(x, nrow=n)
-    return save(gif_bytes(x, scale=scale), base + ".gif"), save(enlarged(strip) if strip.width < 320 else strip,
-                                                                  base + "-frames.png")
+    strip = strip.resize((strip.width * 2, strip.height * 2), Image.NEAREST) if strip.width < 1000 else strip
+    return save(gif_bytes(x, scale=scale), base + ".gif"), save(strip, base + "-frames.png")
 
 
 @lru_cache(maxsize=8)
 def balanced_crossover(folder: str, stamp: float) -> int:
-    """The crossover whose mixes differ about equally from both sources, over 8 x 8 seed pairs: a default
+    """The crossover whose mixes differ about equally from both sources, over 6 x 6 seed pairs: a default
     that visibly mixes (copying neither the row nor the column image)."""
     import torch
 
@@ -398,8 +404,8 @@ def balanced_crossover(folder: str, stamp: float) -> int:
         return G.synthesis(w)
 
     with torch.no_grad():
-        w = G.mapping(torch.cat([latents(1, G.z_dim, s) for s in range(16)]).to(G.w_avg.device))
-        rows, cols = w[:8].repeat_interleave(8, 0), w[8:].repeat(8, 1)  # all 64 (row, column) pairs
+        w = G.mapping(torch.cat([latents(1, G.z_dim, s) for s in range(12)]).to(G.w_avg.device))
+        rows, cols = w[:6].repeat_interleave(6, 0), w[6:].repeat(6, 1)  # all 36 (row, column) pairs
         rows, cols = rows[:, None].repeat(1, G.num_ws, 1), cols[:, None].repeat(1, G.num_ws, 1)
         xr, xc = synth(rows), synth(cols)
         gaps = {}
@@ -464,7 +470,7 @@ def card_text(folder: Path, name: str) -> str:
     trained = f"{int(meta.get('step') or 0):,} training steps"
     if recipe.get("dataset"):
         data = str(recipe["dataset"])
-        trained += f" on {DATASETS[data].split(' (')[0] if data in DATASETS else Path(data).name}"
+        trained += f" on {DATASETS[data] if data in DATASETS else Path(data).name}"
     metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
     facts = [trained]
     fid = metrics.get("fid")
@@ -706,9 +712,8 @@ def status_line(ev: dict) -> str:
             f"{ev.get('elapsed') or 0:.0f} s{eta}")
 
 
-DATASETS = {"fashion-mnist": "Fashion-MNIST (clothes, 28 px)", "mnist": "MNIST (digits; downloaded once)",
-            "cifar10": "CIFAR-10 (small photos; downloaded once)", "ring8": "8 Gaussians on a ring (2-D points)",
-            "grid25": "25 Gaussians on a grid (2-D points)", "upload": "your own images (a .zip)"}
+DATASETS = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST digits", "cifar10": "CIFAR-10",
+            "ring8": "ring of 8 (2-D)", "grid25": "grid of 25 (2-D)", "upload": "your images (.zip)"}
 
 
 def dataset_choices(variant: str) -> list[tuple[str, str]]:
@@ -763,7 +768,7 @@ def train_args(variant: str, dataset: str, upload, steps: int, run: str, config:
     name = f"{re.sub(r'[^a-z0-9-]', '-', variant.lower())}-{uuid.uuid4().hex[:8]}"
     args = dict(variant=variant, dataset=str(source), steps=steps, out=name, overrides=overrides, limit=limit,
                 precision=precision, **every)
-    return args, name, f"Training {variant} on {DATASETS[dataset].split(' (')[0]}…"
+    return args, name, f"Training {variant} on {DATASETS[dataset]}…"
 
 
 def runs_dropdown(key: str, value: str, extra: str = ""):
@@ -1127,6 +1132,7 @@ CSS = """
 #title h1 { margin: 0; font-size: 1.6rem; }
 #title p { margin: 0; }
 .pixels img { image-rendering: pixelated; }
+.pixels .image-container { padding-top: 34px; }  /* the label and buttons above the image, not over it */
 #quota p { font-size: 0.85rem; opacity: 0.8; }
 """
 
@@ -1161,7 +1167,7 @@ def build() -> gr.Blocks:
                     s_card = gr.Markdown(first["card"], label="about this model")
                     with gr.Row(equal_height=True):
                         s_seed = gr.Number(0, label="seed", precision=0, minimum=0, scale=3)
-                        s_dice = gr.Button("🎲 random", scale=1, min_width=90)
+                        s_dice = gr.Button("random seed", scale=1, min_width=90)
                     s_n = gr.Slider(1, MAX_SAMPLES, 36, step=1, label="count")
                     s_psi = gr.Slider(0, 1, 1.0, step=0.05, label="truncation ψ", visible=first["psi"],
                                       info="1 = off; lower = more typical, less varied")
@@ -1243,7 +1249,7 @@ def build() -> gr.Blocks:
                                              elem_id="train-losses")
             with gr.Accordion("Advanced", open=False):
                 with gr.Row():
-                    t_max = gr.Number(0, label="max images (0 = all)", precision=0, minimum=0)
+                    t_max = gr.Number(0, label="max images (0 = all)", precision=0, minimum=0, elem_id="max-images")
                     t_dl = gr.Button("Download the run (.zip)")
                     t_zipout = gr.File(label="run folder (.zip)")
                 t_prec = gr.Radio(list(PRECISIONS), value="auto", label="precision",
@@ -1266,7 +1272,9 @@ def build() -> gr.Blocks:
                 e_met = gr.CheckboxGroup(METRICS, value=["fid", "kid", "pr", "coverage"], label="metrics")
                 e_n = gr.Slider(200, 5000, 1000, step=100, label="samples per model")
             e_btn = gr.Button("Evaluate", variant="primary")
-            e_table = gr.Dataframe(label="results (↓ lower is better, ↑ higher is better)", wrap=True)
+            e_table = gr.Dataframe(pd.DataFrame(columns=["source", "FID ↓", "KID ↓", "precision ↑", "recall ↑",
+                                                       "classes covered ↑"]),
+                                   label="results (↓ lower is better, ↑ higher is better)", wrap=True)
             e_thumbs = gr.Gallery(label="samples per model", columns=6, height=220, format="png", object_fit="contain")
             e_proto = gr.Markdown(label="protocol")
             with gr.Accordion("What the metrics mean", open=False):
