@@ -701,7 +701,7 @@ def loss_frame(rows: list[dict]) -> pd.DataFrame:
     """Long format for gr.LinePlot: every logged value from the first step, at most 500 points per curve."""
     stride = max(1, len(rows) // 500)
     kept = rows[::stride] + ([rows[-1]] if rows and (len(rows) - 1) % stride else [])
-    long = [{"step": r["step"], "loss": k, "value": v} for r in kept for k, v in r.items()
+    long = [{"step": r["step"], "loss": k, "value": float(f"{v:.4g}")} for r in kept for k, v in r.items()
             if k != "step" and isinstance(v, (int, float))]
     return pd.DataFrame(long, columns=["step", "loss", "value"])
 
@@ -1245,8 +1245,8 @@ def build() -> gr.Blocks:
                         t_prev = gr.Image(label="preview (EMA generator)", type="filepath", format="png",
                                           elem_id="train-preview", elem_classes="pixels", interactive=False,
                                           height=320)
-                        t_plot = gr.LinePlot(x="step", y="value", color="loss", label="loss curves", height=320,
-                                             elem_id="train-losses")
+                        t_plot = gr.LinePlot(x="step", y="value", color="loss", label="loss curves", y_title="loss",
+                                             elem_id="train-losses")  # no fixed height: it would hide the legend
             with gr.Accordion("Advanced", open=False):
                 with gr.Row():
                     t_max = gr.Number(0, label="max images (0 = all)", precision=0, minimum=0, elem_id="max-images")
