@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("variant")
     s.add_argument("--dataset", required=True, help="fashion-mnist, mnist, cifar10, ring8, grid25, a folder or a .zip of images")
     s.add_argument("--steps", type=int, required=True, help="total G updates of the run folder (resume continues up to it)")
-    s.add_argument("--out", required=True, type=Path, help="run folder")
+    s.add_argument("--out", required=True, help="run folder")
     s.add_argument("--seed", type=int, help="default 0 (a resumed run keeps its own)")
     s.add_argument("--batch-size", type=int, help="per process (the global batch is this x processes)")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")

@@ -27,6 +27,7 @@ import dataclasses
 import json
 import os
 import shlex
+import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -297,8 +298,8 @@ def plugin_of(variant: Variant) -> dict[str, str]:
 def _short(value: Any) -> str:
     try:
         text = json.dumps(value)
-    except (TypeError, ValueError):
-        text = repr(value)
+    except (TypeError, ValueError, RecursionError):
+        text = f"a {type(value).__name__}"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -323,6 +324,10 @@ def validate_meta(raw: Any, where: Path | str) -> dict[str, Any]:
         raise bad("variant", "a variant name (a non-empty string)", meta["variant"])
     if not isinstance(meta.get("config"), dict):
         raise bad("config", "an object of config values", meta.get("config"))
+    for key, value in meta["config"].items():  # config fields are numbers, strings, booleans or tuples of them
+        items = value if isinstance(value, list) else [value]
+        if not all(x is None or isinstance(x, (bool, int, float, str)) for x in items):
+            raise bad(f"config.{key}", "a number, string, true/false or a list of those", value)
     plugin = meta.get("plugin", {"package": "?", "version": "?"})
     if not (isinstance(plugin, dict) and all(isinstance(plugin.get(k), str) for k in ("package", "version"))):
         raise bad("plugin", 'an object {"package": ..., "version": ...} of strings', plugin)
@@ -366,7 +371,7 @@ class RunFolder:
     """A run folder (or weights entry, or Hub snapshot). The only code that touches its files."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self._given, self.path = path, Path(path)
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
@@ -388,7 +393,8 @@ class RunFolder:
         return self.model_path.is_file()
 
     def has_checkpoint(self) -> bool:
-        return self.checkpoint_path.is_file()
+        """Something is at checkpoint/training.safetensors (read_checkpoint says whether it is readable)."""
+        return self.checkpoint_path.exists()
 
     def is_run(self) -> bool:
         """True when config.json is a readable ganhub run config (e.g. not the classifier's)."""
@@ -406,7 +412,7 @@ class RunFolder:
             raise FolderError(f"{self.path} has no {CONFIG}; point to a ganhub run folder, a weights name or a Hub repo id")
         try:
             raw = json.loads(self.config_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise FolderError(f"{self.config_path} is not valid JSON ({e.__class__.__name__}); restore it from the Hub or re-train") from None
         except OSError as e:
             raise FolderError(f"cannot read {self.config_path} ({e.strerror or e}); check its permissions") from None
@@ -420,9 +426,9 @@ class RunFolder:
             raise FolderError(f"{self.config_path} has no `recipe` (how it was trained), so it cannot be resumed or re-run")
         try:
             v = registry.get(meta["variant"])
-            meta["config"] = config_to_dict(self._config(v, meta))
-        except (UnknownVariant, FolderError):
-            pass
+        except UnknownVariant:  # not installed: the recorded values as they are
+            return RunSpec.from_meta(meta)
+        meta["config"] = config_to_dict(self._config(v, meta))
         return RunSpec.from_meta(meta)
 
     @property
@@ -435,12 +441,7 @@ class RunFolder:
 
     def variant(self) -> Variant:
         """The installed variant this folder needs (FolderError naming the package when it is missing)."""
-        meta = self.meta
-        try:
-            return registry.get(meta["variant"])
-        except UnknownVariant:
-            pkg = meta["plugin"]["package"] if meta["plugin"]["package"] != "?" else f"the plugin providing {meta['variant']!r}"
-            raise FolderError(f"{self.path} needs variant {meta['variant']!r}, which is not installed; `pip install {pkg}` and retry") from None
+        return variant_for(self.meta, self.path)
 
     def config(self, variant: Variant | None = None) -> BaseConfig:
         """The recorded config as `variant`'s config class (FolderError naming the bad key)."""
@@ -571,6 +572,8 @@ class RunFolder:
     def check_target(self) -> None:
         """Refuse, without writing anything, an --out that names a file or a place that cannot be written."""
         p = self.path
+        if not str(self._given).strip():
+            raise FolderError("--out is empty; name the run folder, e.g. --out runs/my-run")
         if p.exists() and not p.is_dir():
             raise FolderError(f"--out {p} is a file, not a folder; choose a folder path")
         probe = p
@@ -602,6 +605,8 @@ class RunFolder:
         """Forget a run that never checkpointed (or lost its config) before training into it afresh."""
         for p in (self.checkpoint_path, self.log_path, self.samples_path):
             try:
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
                 p.unlink(missing_ok=True)
             except OSError as e:
                 raise self._os_error(e, p) from None
@@ -750,9 +755,12 @@ def read_config(folder: str | Path) -> dict[str, Any]:
 
 
 def variant_for(meta: dict[str, Any], where: Path) -> Variant:
+    """The installed variant a folder needs; else FolderError saying why it failed to load, or what to install."""
     try:
         return registry.get(meta["variant"])
-    except UnknownVariant:
+    except UnknownVariant as e:
+        if any(getattr(f, "name", None) == meta["variant"] for f in registry.failures()):
+            raise FolderError(f"{where} needs {e}") from None  # installed but broken: the registry says why
         pkg = (meta.get("plugin") or {}).get("package", "?")
         pkg = pkg if pkg != "?" else f"the plugin providing {meta['variant']!r}"
         raise FolderError(f"{where} needs variant {meta['variant']!r}, which is not installed; `pip install {pkg}` and retry") from None

@@ -125,7 +125,11 @@ def train(
         values = dict(overrides or {})
         if batch_size is not None:
             values["batch_size"] = batch_size
-        values["data"] = "points" if str(dataset).strip() in TOY_DATASETS else "image"  # follows the dataset
+        kind = "points" if str(dataset).strip() in TOY_DATASETS else "image"
+        if "data" in values and values["data"] != kind:  # `data` follows the dataset
+            make_config(v.config_cls, values)  # a value that is not even allowed is refused as such
+            raise ConfigError(f"config key 'data' follows the dataset: {dataset} is {kind} data; drop --set data={values['data']}")
+        values["data"] = kind
         cfg = make_config(v.config_cls, values)
         spec = RunSpec.create(v, cfg, dataset=str(dataset), steps=steps, seed=0 if seed is None else seed, limit=limit,
                               precision=precision or "auto", world_size=_env_world_size(), sync_bn=bool(sync_bn))
@@ -171,13 +175,16 @@ def train_spec(
         raise ConfigError(f"--sync-bn needs GPUs (torch's SyncBatchNorm does not run on {dev.type}); drop --sync-bn")
     folder.check_target()
     if not resume:
-        if folder.has_config() and folder.has_checkpoint():
+        if folder.has_config() and folder.checkpoint_step() is not None:  # (an unreadable checkpoint: restartable)
             raise FolderError(f"{out} already holds a run (checkpoint at step {folder.checkpoint_step()}); "
                               "pass --resume to continue it or choose another --out")
         if folder.has_model() and not folder.has_checkpoint():
             raise FolderError(f"{out} holds a trained model (no checkpoint to continue); choose another --out")
     elif not folder.has_config():
         raise FolderError(f"{out} has no config.json to resume from; train without --resume")
+    elif folder.has_checkpoint() and folder.checkpoint_step() is None:
+        folder.read_checkpoint()  # raises the one-line FolderError saying what is wrong with it
+        raise FolderError(f"{folder.checkpoint_path} is damaged; start the run again without --resume")
     elif folder.has_model() and not folder.has_checkpoint():  # e.g. bundled or pulled weights: never overwritten
         raise FolderError(f"{out} holds a trained model but no checkpoint to resume from; start a new run with another --out")
     check_memory(v, cfg, _known_images(spec), dev, spec.world_size)
@@ -271,10 +278,10 @@ def estimate_memory(variant: Variant, cfg: BaseConfig, n_images: int = 0) -> tup
         with torch.device("meta"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             G, D = variant.build(cfg)
-    except Exception:  # a plugin that cannot build on meta: no estimate, no refusal
+        p_g = sum(p.numel() for p in G.parameters())
+        p_d = sum(p.numel() for p in D.parameters())
+    except Exception:  # a plugin that cannot build on meta (or lazy modules): no estimate, no refusal
         return None
-    p_g = sum(p.numel() for p in G.parameters())
-    p_d = sum(p.numel() for p in D.parameters())
     weights = (2 * p_g + p_d) * 4 + (p_g + p_d) * 4 * 3  # G, EMA, D + grads + Adam's exp_avg, exp_avg_sq
     acts = 0
     leaves = [m for m in (*G.modules(), *D.modules()) if not list(m.children())]
@@ -761,7 +768,7 @@ class _Training:
     def _run(self, world: dist.World) -> Iterator[Event]:
         spec, folder, cfg, dev = self.spec, self.folder, self.cfg, self.dev
         ds = self._load_data(world)
-        resume_from = folder.checkpoint_step() if self.resume else None
+        resume_from = folder.checkpoint_step() if self.resume else None  # checked readable by train_spec
         err = None
         if world.is_main:  # the folder's files, config.json first: never a checkpoint without it
             try:

@@ -136,6 +136,15 @@ def test_config_json_that_is_not_an_object_or_not_json(folder):
     assert not RunFolder(weights_dir() / "fmnist-classifier").is_run() and RunFolder(weights_dir() / "dcgan").is_run()
 
 
+def test_deeply_nested_or_non_scalar_config_values_are_one_line(folder):
+    (folder / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(FolderError, match="not valid JSON"):
+        load_generator(folder)
+    (folder / "config.json").write_text(json.dumps({"variant": "sngan", "config": {"g_width": {"a": [[[1]]]}}}))
+    with pytest.raises(FolderError, match="`config.g_width` must be a number, string, true/false or a list of those"):
+        load_generator(folder)
+
+
 def test_missing_plugin_names_the_package(folder):
     rewrite(folder, variant="bigbigan", plugin={"package": "ganhub-bigbigan", "version": "1.0"})
     with pytest.raises(FolderError, match="pip install ganhub-bigbigan"):

@@ -15,7 +15,7 @@ from ganhub.errors import ConfigError, DatasetError, FolderError, TrainingDiverg
 from ganhub.run import RunFolder, RunSpec
 from ganhub.sample import sample
 from ganhub.source import load_generator, weights_dir
-from ganhub.train import Event, train, train_spec, update_ema
+from ganhub.train import Event, estimate_memory, train, train_spec, update_ema
 
 LIMIT = 64  # a small slice of Fashion-MNIST keeps every run to seconds
 
@@ -279,6 +279,35 @@ def test_bad_input_is_refused_before_any_work(tmp_path, kw, message):
         train("dcgan", dataset="fashion-mnist", out=out, **kw)  # raised at the call: nothing built or written
     assert "\n" not in str(e.value)
     assert not out.exists()
+
+
+def test_data_follows_the_dataset_and_an_empty_out_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match="'data' must be one of"):
+        train("dcgan", dataset="fashion-mnist", steps=2, out="r", overrides={"data": "video"})
+    with pytest.raises(ConfigError, match="follows the dataset: fashion-mnist is image data"):
+        train("dcgan", dataset="fashion-mnist", steps=2, out="r", overrides={"data": "points"})
+    train("dcgan", dataset="fashion-mnist", steps=2, out="r", overrides={"data": "image"})  # agreeing: accepted
+    with pytest.raises(FolderError, match="--out is empty"):
+        train("dcgan", dataset="fashion-mnist", steps=2, out="", overrides=tiny("dcgan"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_checkpoint_is_refused_on_resume_and_can_be_restarted(tmp_path):
+    run("dcgan", tmp_path / "r", 2)
+    f = RunFolder(tmp_path / "r")
+    f.checkpoint_path.write_bytes(f.checkpoint_path.read_bytes()[:100])
+    with pytest.raises(FolderError, match="not a readable checkpoint"):
+        run("dcgan", tmp_path / "r", 4, resume=True)
+    assert run("dcgan", tmp_path / "r", 2)[-1].step == 2 and f.checkpoint_step() == 2  # restartable, not wedged
+
+
+def test_memory_estimate_never_blocks_a_plugin_it_cannot_measure():
+    base = registry.get("dcgan")
+    lazy = dataclasses.replace(base, build=lambda cfg: (torch.nn.LazyLinear(4), torch.nn.LazyLinear(1)))
+    assert estimate_memory(lazy, base.make_config(), 100) is None
+    need, data = estimate_memory(base, base.make_config(), 1000)
+    assert 10 * 2**20 < need < 2**30 and data == 1000 * 32 * 32
 
 
 def test_out_that_is_a_file_or_unwritable_is_one_line(tmp_path):
