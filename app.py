@@ -199,7 +199,7 @@ class OpenDropdown(gr.Dropdown):
 
 
 class ClassDropdown(OpenDropdown):
-    schema = {"type": "integer", "description": "class number, or -1 for random classes"}
+    schema = {"type": "integer", "description": "class number, -1 for random classes, -2 for one row per class"}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -318,14 +318,22 @@ def labelled_mix(grid: Image.Image, rows: list[int], cols: list[int], crossover:
 # Sample, interpolate, style-mix, describe_model
 
 
+ROWS_PER_CLASS = -2  # the class picker's "one row per class"
+
+
 def sample_png(folder: Path, name: str, seed: int, n: int, psi: float, label: int | None) -> str:
+    """label: None = random classes (or unconditional), a class number, or ROWS_PER_CLASS."""
+    from ganhub.sample import class_grid
+
     G = load(folder).G
     psi = psi if "mapping" in capabilities(G) else 1.0
     if label is not None and "classes" not in capabilities(G):
         raise gr.Error(f"{name} is unconditional (it has no classes); leave the class at -1 (any)")
-    labels = label
-    grid = enlarged(to_grid(sample(G, n, seed, truncation=psi, labels=labels)))
-    tag = f"-class{label}" if labels is not None else ""
+    if label == ROWS_PER_CLASS:
+        grid = enlarged(class_grid(G, max(1, min(12, n // G.num_classes)), seed, truncation=psi))
+    else:
+        grid = enlarged(to_grid(sample(G, n, seed, truncation=psi, labels=label)))
+    tag = "" if label is None else "-per-class" if label == ROWS_PER_CLASS else f"-class{label}"
     return save(grid, f"{Path(name).name.replace('your run ', '')}-seed{seed}-n{n}{tag}.png")
 
 
@@ -339,7 +347,7 @@ def sample_images(source: str, seed: float, count: float, truncation: float, lab
         seed: whole number; the same seed gives the same images.
         count: how many images, 1 to 64.
         truncation: ψ from 0 to 1 for generators with a mapping network (1 = off; lower = more typical, less varied).
-        label: class number for a conditional generator, or -1 / empty for random classes.
+        label: class number for a conditional generator, -1 for random classes, -2 for one row per class.
         visitor: your private visitor id (32 hex characters) under which your runs are kept.
     Returns:
         samples: the grid as a lossless PNG, enlarged to about 640 px wide.
@@ -347,7 +355,9 @@ def sample_images(source: str, seed: float, count: float, truncation: float, lab
     key = visitor_key(visitor, request)
     seed, n = whole(seed, "seed", 0, MAX_SEED), whole(count, "count", 1, MAX_SAMPLES)
     folder, name = source_folder(source, key)
-    k = None if label in (None, "", -1, "-1") else whole(label, "class", 0, 9999)
+    k = None if label in (None, "", -1, "-1") else whole(label, "class", ROWS_PER_CLASS, 9999)
+    if k == -1:
+        k = None
     return sample_png(folder, name, seed, n, float(truncation if truncation is not None else 1.0), k)
 
 
@@ -478,6 +488,9 @@ def card_text(folder: Path, name: str) -> str:
         n = (fid.get("protocol") or {}).get("n_generated")
         facts.append(f"{metric_label('fid', fid)}: **{fid['value']:.1f}** (lower is better"
                      + (f", {int(n):,} samples)" if n else ")"))
+    k = (meta.get("config") or {}).get("num_classes") or 0
+    if k:
+        facts.append(f"conditional on {k} classes (pick one below)")
     cov = (metrics.get("coverage") or {}).get("value")
     if isinstance(cov, dict) and "classes" in cov:
         facts.append(f"{cov['classes']}/{cov.get('of', '?')} classes generated")
@@ -521,7 +534,8 @@ def source_controls(source: str, visitor: str, request: gr.Request):
     except (gr.Error, GanhubError):
         return card, gr.Slider(visible=False), gr.Dropdown(visible=False)
     names = class_names(loaded.meta)
-    choices = [("any (random classes)", -1)] + [(names[i] if i < len(names) else f"class {i}", i) for i in range(k)]
+    choices = [("any (random classes)", -1), ("one row per class", ROWS_PER_CLASS)] + [
+        (names[i] if i < len(names) else f"class {i}", i) for i in range(k)]
     return (card, gr.Slider(visible="mapping" in caps),
             gr.Dropdown(choices=choices, value=-1, visible=k > 0))
 

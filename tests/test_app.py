@@ -146,6 +146,30 @@ def test_a_model_card_beside_the_source_and_psi_only_with_a_mapping_network(app_
     assert psi.visible is False and cls.visible is False
 
 
+def test_a_conditional_generator_gets_a_class_picker(app_module, client):
+    import dataclasses
+
+    from ganhub.run import RunFolder, RunSpec
+    from ganhub.testing import tiny_config
+    from ganhub.variant import build_models
+
+    v = registry.get("sngan")
+    cfg = dataclasses.replace(tiny_config(v), num_classes=10)
+    G, _ = build_models(v, cfg)
+    folder = app_module.RUNS / app_module.visitor_key(A, None) / "sngan-c0ffee00"
+    folder.mkdir(parents=True)
+    RunFolder(folder).save_model(G.eval(), RunSpec.create(v, cfg, dataset="fashion-mnist", steps=1), 1)
+    card, psi, cls = app_module.source_controls("run:sngan-c0ffee00", A, None)
+    assert "conditional on 10 classes" in card and cls.visible is True and psi.visible is False
+    assert ("Sneaker", 7) in cls.choices and ("one row per class", -2) in cls.choices
+    one = client.predict("run:sngan-c0ffee00", 0, 4, 1.0, 7, A, api_name="/sample")
+    assert Path(one).name == "sngan-c0ffee00-seed0-n4-class7.png"
+    rows = Image.open(client.predict("run:sngan-c0ffee00", 0, 20, 1.0, -2, A, api_name="/sample"))
+    assert rows.height > 4 * rows.width  # ten rows (one per class) of two
+    assert "class must be from 0 to 9" in error_of(
+        lambda: client.predict("run:sngan-c0ffee00", 0, 4, 1.0, 12, A, api_name="/sample"))
+
+
 def test_first_visitors_see_the_best_bundled_model_already_sampled(app_module):
     from ganhub.run import RunFolder
     from ganhub.source import bundled, weights_dir
@@ -163,7 +187,7 @@ def test_first_visitors_see_the_best_bundled_model_already_sampled(app_module):
     (("no-such-model", 0, 4, 1.0, -1, A, "/sample"), "is not a bundled model"),
     (("/etc", 0, 4, 1.0, -1, A, "/sample"), "is not a bundled model"),
     (("run:../../etc", 0, 4, 1.0, -1, A, "/sample"), "choose one of your runs"),
-    (("dcgan", 0, 4, 1.0, 99, A, "/sample"), "class"),
+    (("dcgan", 0, 4, 1.0, 3, A, "/sample"), "dcgan is unconditional"),
     (("dcgan", 0, None, "slerp", 5, A, "/interpolate"), "seed B is empty"),
     (("stylegan-lite", "a, b", "1", 2, A, "/style_mix"), "must be whole numbers"),
     (("stylegan-lite", "", "1", 2, A, "/style_mix"), "give 1 to 8 seeds"),
@@ -291,6 +315,14 @@ def test_a_waiting_visitor_is_told_why_and_can_leave(app_module, client, monkeyp
     while app_module.LINE.running and time.time() < deadline:  # the slot frees when the process has ended
         time.sleep(0.2)
     assert not app_module.LINE.running and not app_module.LINE.waiting
+
+
+def test_a_run_stops_at_the_time_quota_and_says_so(app_module, client, monkeypatch):
+    monkeypatch.setattr(app_module, "LIMITS", replace(app_module.LIMITS, minutes=0.02))
+    final = client.predict("vanilla", "ring8", None, 20_000, "", "{}", 0, "fp32", A, api_name="/train")
+    assert "this server allows 0.02 minutes per run" in final[2] and "Press **Train** to continue" in final[2]
+    step = int(re.search(r"Stopped at step ([\d,]+)", final[2]).group(1).replace(",", ""))
+    assert 0 < step < 20_000
 
 
 def test_evaluate_names_each_metric_its_direction_and_protocol(client):
