@@ -56,11 +56,16 @@ def init() -> World:
     if not dist.is_available():
         raise ConfigError("this torch build has no torch.distributed; run one process (plain `ganhub train`)")
     rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        dist.init_process_group("nccl", rank=rank, world_size=size, device_id=torch.device("cuda", local_rank))
-    else:
-        dist.init_process_group("gloo", rank=rank, world_size=size)
+    try:
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+            dist.init_process_group("nccl", rank=rank, world_size=size, device_id=torch.device("cuda", local_rank))
+        else:
+            dist.init_process_group("gloo", rank=rank, world_size=size)
+    except (ValueError, RuntimeError) as e:  # e.g. WORLD_SIZE set by hand, without torchrun's MASTER_ADDR/PORT
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"cannot join the process group of WORLD_SIZE={size} ({reason}); launch with "
+                          f"`torchrun --nproc-per-node {size} -m ganhub.cli ...`, or unset WORLD_SIZE") from None
     return World(rank, size, local_rank)
 
 

@@ -188,6 +188,48 @@ def _digest(tensors: dict[str, torch.Tensor], prefix: str) -> str:
     return h.hexdigest()
 
 
+def test_one_process_world_is_a_no_op(monkeypatch):
+    from torch import nn
+
+    from ganhub import distributed as dist
+
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    w = dist.init()
+    assert w == dist.World() and w.is_main and (w.rank, w.size, w.local_rank) == (0, 1, 0)
+    assert dist.launcher_prefix(w) == "ganhub"
+    m = nn.Linear(3, 2)
+    m.weight.grad = torch.ones_like(m.weight)
+    before = [t.clone() for t in m.parameters()]
+    dist.broadcast_module(m, w)
+    dist.average_grads(m, w)
+    dist.barrier(w)
+    assert all(torch.equal(a, b) for a, b in zip(before, m.parameters()))
+    assert torch.equal(m.weight.grad, torch.ones_like(m.weight)) and m.bias.grad is None
+    assert dist.any_rank(True, w) and not dist.any_rank(False, w)
+    torch.manual_seed(3)
+    states = dist.gather_rng(w, "cpu")
+    draw = torch.rand(3)
+    dist.set_rng(states, w, "cpu")
+    assert len(states) == 1 and torch.equal(torch.rand(3), draw)
+    with pytest.raises(ConfigError, match="written by 2 process"):
+        dist.set_rng(states * 2, w)
+
+
+@pytest.mark.parametrize(("env", "match"), [({"WORLD_SIZE": "2", "RANK": "0"}, "MASTER_ADDR"),
+                                            ({"WORLD_SIZE": "two"}, "WORLD_SIZE='two' is not an integer")])
+def test_a_world_size_without_torchrun_is_one_line(monkeypatch, env, match):
+    from ganhub import distributed as dist
+
+    monkeypatch.delenv("MASTER_ADDR", raising=False)
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError, match=match) as e:
+        dist.init()
+    assert "\n" not in str(e.value) and not torch.distributed.is_initialized()
+
+
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory) -> tuple[Path, list[dict]]:
     """2N steps in one go, through the worker: (run folder, per-rank reports)."""
