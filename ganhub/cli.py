@@ -188,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code = int(args.func(args) or 0)
-        return _exit_together(code) if getattr(args, "exit_together", False) else code
+        if getattr(args, "exit_together", False):
+            return _exit_together(code)
+        _leave_process_group()
+        return code
     except GanhubError as e:
         if _rank() == 0:  # under torchrun every rank raises the same agreed error: one line, from rank 0
             print(f"error: {_one_line(str(e))}", file=sys.stderr)
@@ -214,6 +217,14 @@ def _exit_together(code: int) -> int:
     sys.stderr.flush()
     torch.distributed.barrier()
     os._exit(code)
+
+
+def _leave_process_group() -> None:
+    """After a torchrun training that ended normally (the last checkpoint was agreed by every rank): leave the
+    process group before the interpreter exits, or gloo's threads may abort the process at teardown."""
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _one_line(text: str) -> str:

@@ -164,6 +164,13 @@ def train_spec(
     for name, value in (("--preview-every", preview_every), ("--checkpoint-every", checkpoint_every), ("log_every", log_every)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f"{name} must be an integer at least 1 (steps), got {value!r}")
+    if resume and folder.has_config():  # a spec handed in directly must be the recorded run (bar steps)
+        recorded = folder.spec
+        moved = spec.dataset not in BUILTIN_DATASETS and recorded.dataset not in BUILTIN_DATASETS  # same images, new path
+        changed = [f.name for f in dataclasses.fields(RunSpec) if f.name not in ("steps", "plugin", "world_size")
+                   and getattr(recorded, f.name) != getattr(spec, f.name) and not (f.name == "dataset" and moved)]
+        if changed:
+            raise ConfigError(f"cannot change {changed} when resuming; start a new run folder instead")
     world_size = _env_world_size()
     if spec.world_size != world_size:
         launch = f"torchrun --nproc-per-node {spec.world_size}" if spec.world_size > 1 else "plain `ganhub train` (one process)"
@@ -187,6 +194,11 @@ def train_spec(
         raise FolderError(f"{folder.checkpoint_path} is damaged; start the run again without --resume")
     elif folder.has_model() and not folder.has_checkpoint():  # e.g. bundled or pulled weights: never overwritten
         raise FolderError(f"{out} holds a trained model but no checkpoint to resume from; start a new run with another --out")
+    if tensorboard:  # asked for explicitly: say now, not on rank 0 after the data has loaded
+        try:
+            import torch.utils.tensorboard  # noqa: F401
+        except ImportError:
+            raise ConfigError("TensorBoard logging needs the tensorboard package: pip install 'ganhub[tensorboard]'") from None
     check_memory(v, cfg, _known_images(spec), dev, spec.world_size)
     return _Training(spec, folder, v, cfg, dev, precision, resume, stop, tensorboard,
                      preview_every, checkpoint_every, log_every).events()
@@ -489,9 +501,7 @@ class _TensorBoard:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            if enabled:
-                raise ConfigError("TensorBoard logging needs the tensorboard package: pip install 'ganhub[tensorboard]'") from None
+        except ImportError:  # not installed (train_spec refused tensorboard=True already): no event files
             return
         self.writer = SummaryWriter(log_dir=str(folder.tensorboard_dir), purge_step=purge_step)
 
@@ -785,9 +795,8 @@ class _Training:
             rng = restore_checkpoint(folder, s)
             dist.set_rng(rng, world, dev)
             self.saved_step = s.step
-            if s.step >= spec.steps:
+            if s.step >= spec.steps:  # nothing to train; the folder keeps its own record
                 if world.is_main:
-                    folder.write_config(spec, s.step)  # the new target is recorded; nothing to train
                     yield Event("done", s.step, spec.steps, message=f"{folder.path} is already at step {s.step} >= "
                                 f"{spec.steps}; raise --steps to train further")
                 return

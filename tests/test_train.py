@@ -329,3 +329,8 @@ def test_a_run_spec_trains_directly(tmp_path):
     assert RunFolder(tmp_path / "s").spec == spec
     with pytest.raises(ConfigError, match="for 2 process"):
         list(train_spec(dataclasses.replace(spec, world_size=2), tmp_path / "t"))
+    other = RunSpec.create(v, v.make_config(**{**tiny("dcgan"), "lr_d": 1e-3}), dataset="fashion-mnist", steps=4, limit=LIMIT,
+                           precision="fp32")
+    with pytest.raises(ConfigError, match=r"cannot change \['config'\] when resuming"):
+        train_spec(other, tmp_path / "s", resume=True)
+    assert list(train_spec(dataclasses.replace(spec, steps=3), tmp_path / "s", resume=True, tensorboard=False))[-1].step == 3
