@@ -69,7 +69,7 @@ from ganhub.precision import PRECISIONS  # noqa: E402
 from ganhub.run import CONFIG, MODEL, RunFolder  # noqa: E402
 from ganhub.sample import gif_bytes, interpolate, sample, style_mix, to_grid  # noqa: E402
 from ganhub.source import bundled, load_generator, weights_dir  # noqa: E402
-from ganhub.variant import capabilities, config_to_dict, make_config  # noqa: E402
+from ganhub.variant import capabilities, config_to_dict, make_config, supports_classes  # noqa: E402
 
 log = logging.getLogger("ganhub.app")
 RUNS = Path(os.environ.get("GANHUB_RUNS_DIR", "runs/app")).resolve()
@@ -740,7 +740,7 @@ def dataset_choices(variant: str) -> list[tuple[str, str]]:
 
 
 def train_args(variant: str, dataset: str, upload, steps: int, run: str, config: str, max_images, precision: str,
-               key: str) -> tuple[dict, str, str]:
+               conditional: bool, key: str) -> tuple[dict, str, str]:
     """Check everything a run needs before it waits or starts -> (train() arguments, run name, opening line).
     The run folder is given relative to the visitor's folder (the child's working directory), so the command
     recorded in it reads `ganhub train ... --out dcgan-1a2b3c4d`, not a server path."""
@@ -767,6 +767,14 @@ def train_args(variant: str, dataset: str, upload, steps: int, run: str, config:
         raise gr.Error(web(str(e))) from None
     if dataset not in {key for _, key in dataset_choices(variant)}:
         raise gr.Error(f"{variant} cannot learn {DATASETS.get(dataset, repr(dataset))}; pick one of its datasets")
+    if conditional:
+        if not supports_classes(v):
+            raise gr.Error(f"{variant} cannot learn classes; pick a variant that can (sngan), or untick conditional")
+        if dataset == "upload":
+            raise gr.Error("for your own images, set num_classes in the config (Advanced) to the number of class "
+                           "folders in the .zip, and untick conditional")
+        if dataset not in ("fashion-mnist", "mnist", "cifar10"):
+            raise gr.Error(f"{DATASETS.get(dataset, dataset)} has no classes; untick conditional")
     source = upload if dataset == "upload" else dataset
     if not source:
         raise gr.Error("upload a .zip of images first (one folder per class inside gives labels)")
@@ -776,6 +784,8 @@ def train_args(variant: str, dataset: str, upload, steps: int, run: str, config:
         raise gr.Error(f"the config is not valid JSON ({e.msg} at line {e.lineno}); fix it or reset it") from None
     if not isinstance(overrides, dict):
         raise gr.Error("the config must be a JSON object of key: value pairs")
+    if conditional:
+        overrides["num_classes"] = 10  # the built-in labelled datasets' (checked above)
     defaults = config_to_dict(v.make_config())
     overrides = {k: val for k, val in overrides.items() if defaults.get(k) != val and k != "data"}
     make_config(v.config_cls, overrides)  # every value checked now, not after waiting in line
@@ -794,7 +804,7 @@ def runs_dropdown(key: str, value: str, extra: str = ""):
 
 @user_errors
 def train_gan(variant: str, dataset: str, upload, steps: float, run: str, config: str, max_images: float,
-             precision: str, visitor: str, request: gr.Request):
+              precision: str, conditional: bool, visitor: str, request: gr.Request):
     """Train a GAN, streaming a preview grid, the loss curves and the progress. A bounded number of trainings
     run at once; if all slots are busy you wait in line (your place is shown) until one frees or you stop.
 
@@ -807,6 +817,7 @@ def train_gan(variant: str, dataset: str, upload, steps: float, run: str, config
         config: JSON object of config values to change, e.g. {"lr_d": 0.0001}; "" or {} for the defaults.
         max_images: use only the first N images of the dataset (0 = all).
         precision: "auto" (bf16 where the hardware runs it natively, else fp32), "bf16" or "fp32".
+        conditional: learn the dataset's classes (variants that support it, built-in labelled datasets).
         visitor: your private visitor id (32 hex characters); your runs are kept under it.
     Returns:
         preview: samples of the EMA generator as training goes (lossless PNG).
@@ -817,7 +828,8 @@ def train_gan(variant: str, dataset: str, upload, steps: float, run: str, config
     key = visitor_key(visitor, request)
     steps = whole(steps, "steps", 1, 10**9)
     run = str(run or "").strip()
-    args, name, opening = train_args(variant, dataset, upload, steps, run, config, max_images, precision, key)
+    args, name, opening = train_args(variant, dataset, upload, steps, run, config, max_images, precision,
+                                     bool(conditional), key)
     if on_space():
         args["threads"] = max(1, (os.cpu_count() or 1) // LIMITS.slots)
     job = Job(key, name)
@@ -1266,13 +1278,15 @@ def build() -> gr.Blocks:
                     t_max = gr.Number(0, label="max images (0 = all)", precision=0, minimum=0, elem_id="max-images")
                     t_dl = gr.Button("Download the run (.zip)")
                     t_zipout = gr.File(label="run folder (.zip)")
+                t_cond = gr.Checkbox(False, label="class-conditional: learn each class, then sample by class",
+                                     visible=supports_classes(registry.get(t_var.value)))
                 t_prec = gr.Radio(list(PRECISIONS), value="auto", label="precision",
                                   info="auto = bf16 where the hardware runs it natively, else fp32")
                 t_cfg = gr.Code(config_json(t_var.value), language="json", label="config (edit values; defaults shown)")
-            t_var.change(config_and_data, t_var, [t_cfg, t_data, t_run], api_visibility="private")
+            t_var.change(config_and_data, t_var, [t_cfg, t_data, t_run, t_cond], api_visibility="private")
             t_data.change(lambda d: (gr.File(visible=d == "upload"), ""), t_data, [t_zip, t_run],
                           api_visibility="private")
-            ev = t_go.click(train_gan, [t_var, t_data, t_zip, t_steps, t_run, t_cfg, t_max, t_prec, visitor],
+            ev = t_go.click(train_gan, [t_var, t_data, t_zip, t_steps, t_run, t_cfg, t_max, t_prec, t_cond, visitor],
                             [t_prev, t_plot, t_status, t_run], api_name="train", concurrency_id="train",
                             concurrency_limit=LIMITS.slots + LIMITS.waiting + 2)
             t_stop.click(stop_training, [t_run, visitor], t_status, api_name="stop", concurrency_limit=None)
@@ -1347,7 +1361,12 @@ def config_json(variant: str) -> str:
 def config_and_data(variant: str):
     """A new variant: its default config, the datasets it can learn, and a new run (not the old one)."""
     data = dataset_choices(variant)
-    return config_json(variant), gr.Dropdown(choices=data, value=data[0][1] if data else None), ""
+    try:
+        classes = supports_classes(registry.get(variant))
+    except GanhubError:
+        classes = False
+    return (config_json(variant), gr.Dropdown(choices=data, value=data[0][1] if data else None), "",
+            gr.Checkbox(visible=classes, value=False))
 
 
 demo = build()

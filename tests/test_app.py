@@ -191,13 +191,16 @@ def test_first_visitors_see_the_best_bundled_model_already_sampled(app_module):
     (("dcgan", 0, None, "slerp", 5, A, "/interpolate"), "seed B is empty"),
     (("stylegan-lite", "a, b", "1", 2, A, "/style_mix"), "must be whole numbers"),
     (("stylegan-lite", "", "1", 2, A, "/style_mix"), "give 1 to 8 seeds"),
-    (("dcgan", "fashion-mnist", None, None, "", "{}", 0, "auto", A, "/train"), "steps is empty"),
-    (("dcgan", "fashion-mnist", None, 10, "", "{", 0, "auto", A, "/train"), "not valid JSON"),
-    (("dcgan", "fashion-mnist", None, 10, "", '{"lr_d": -1}', 0, "auto", A, "/train"), "lr_d"),
-    (("dcgan", "ring8", None, 10, "", "{}", 0, "auto", A, "/train"), "cannot learn"),
-    (("dcgan", "upload", None, 10, "", "{}", 0, "auto", A, "/train"), "upload a .zip"),
-    (("dcgan", "fashion-mnist", None, 10, "nope", "{}", 0, "auto", A, "/train"), "choose one of your runs"),
-    (("dcgan", "fashion-mnist", None, 10**7, "", "{}", 0, "auto", A, "/train"), "at most 20,000 steps"),
+    (("dcgan", "fashion-mnist", None, None, "", "{}", 0, "auto", False, A, "/train"), "steps is empty"),
+    (("dcgan", "fashion-mnist", None, 10, "", "{", 0, "auto", False, A, "/train"), "not valid JSON"),
+    (("dcgan", "fashion-mnist", None, 10, "", '{"lr_d": -1}', 0, "auto", False, A, "/train"), "lr_d"),
+    (("dcgan", "ring8", None, 10, "", "{}", 0, "auto", False, A, "/train"), "cannot learn"),
+    (("dcgan", "upload", None, 10, "", "{}", 0, "auto", False, A, "/train"), "upload a .zip"),
+    (("dcgan", "fashion-mnist", None, 10, "nope", "{}", 0, "auto", False, A, "/train"), "choose one of your runs"),
+    (("dcgan", "fashion-mnist", None, 10, "", "{}", 0, "auto", True, A, "/train"), "dcgan cannot learn classes"),
+    (("sngan", "ring8", None, 10, "", "{}", 0, "auto", True, A, "/train"), "cannot learn"),
+    (("sngan", "upload", None, 10, "", "{}", 0, "auto", True, A, "/train"), "set num_classes in the config"),
+    (("dcgan", "fashion-mnist", None, 10**7, "", "{}", 0, "auto", False, A, "/train"), "at most 20,000 steps"),
     (("", A, "/download"), "choose one of your runs to download"),
     (([], "", ["fid"], 200, A, "/evaluate"), "choose at least one model"),
     ((["dcgan"], "", [], 200, A, "/evaluate"), "choose at least one metric"),
@@ -232,7 +235,7 @@ def test_training_streams_both_curves_stops_continues_and_reproduces(app_module,
     import torch
     from safetensors.torch import load_file
 
-    job = client.submit("dcgan", "fashion-mnist", None, 400, "", TINY, 64, "fp32", A, api_name="/train")
+    job = client.submit("dcgan", "fashion-mnist", None, 400, "", TINY, 64, "fp32", False, A, api_name="/train")
     first = wait_for(job, lambda o: "Step" in str(o[2]))
     plot = first[1]
     losses = {row[1] for row in plot["data"]}
@@ -247,7 +250,7 @@ def test_training_streams_both_curves_stops_continues_and_reproduces(app_module,
     stopped_at = int(re.search(r"Stopped at step (\d+)", last[2]).group(1))
     assert 0 < stopped_at < 400 and "Press **Train** to continue" in last[2]
     # continuing: the run's own variant and config, whatever the boxes show now
-    final = client.predict("sngan", "fashion-mnist", None, stopped_at + 3, run, "{}", 0, "auto", A, api_name="/train")
+    final = client.predict("sngan", "fashion-mnist", None, stopped_at + 3, run, "{}", 0, "auto", False, A, api_name="/train")
     assert f"your run {run} trained {stopped_at + 3:,} steps" in final[2]
     folder = app_module.RUNS / app_module.visitor_key(A, None) / run
     meta = json.loads((folder / "config.json").read_text())
@@ -299,10 +302,10 @@ def test_the_line_is_fair(app_module, monkeypatch):
 
 def test_a_waiting_visitor_is_told_why_and_can_leave(app_module, client, monkeypatch):
     monkeypatch.setattr(app_module, "LIMITS", replace(app_module.LIMITS, slots=1))
-    first = client.submit("vanilla", "ring8", None, 20_000, "", "{}", 0, "fp32", A, api_name="/train")
+    first = client.submit("vanilla", "ring8", None, 20_000, "", "{}", 0, "fp32", False, A, api_name="/train")
     wait_for(first, lambda o: "Step" in str(o[2]))
     second_tab = Client(client.src, verbose=False)
-    second = second_tab.submit("dcgan", "fashion-mnist", None, 10, "", TINY, 64, "fp32", B, api_name="/train")
+    second = second_tab.submit("dcgan", "fashion-mnist", None, 10, "", TINY, 64, "fp32", False, B, api_name="/train")
     waiting = wait_for(second, lambda o: "in line" in str(o[2]), 60)
     assert "you are number 1 in line" in waiting[2] and "runs 1 at once" in waiting[2] and "Stop" in waiting[2]
     assert "Leaving the line" in second_tab.predict("", B, api_name="/stop")
@@ -319,7 +322,7 @@ def test_a_waiting_visitor_is_told_why_and_can_leave(app_module, client, monkeyp
 
 def test_a_run_stops_at_the_time_quota_and_says_so(app_module, client, monkeypatch):
     monkeypatch.setattr(app_module, "LIMITS", replace(app_module.LIMITS, minutes=0.02))
-    final = client.predict("vanilla", "ring8", None, 20_000, "", "{}", 0, "fp32", A, api_name="/train")
+    final = client.predict("vanilla", "ring8", None, 20_000, "", "{}", 0, "fp32", False, A, api_name="/train")
     assert "this server allows 0.02 minutes per run" in final[2] and "Press **Train** to continue" in final[2]
     step = int(re.search(r"Stopped at step ([\d,]+)", final[2]).group(1).replace(",", ""))
     assert 0 < step < 20_000

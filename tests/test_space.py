@@ -163,7 +163,7 @@ def test_a_training_writes_only_into_the_runs_folder(space):
     url, hub, dirs, before = space
     client = Client(url, verbose=False)
     tiny = '{"g_width": 8, "d_width": 8, "batch_size": 8}'
-    final = client.predict("dcgan", "fashion-mnist", None, 3, "", tiny, 16, "fp32", VISITOR, api_name="/train")
+    final = client.predict("dcgan", "fashion-mnist", None, 3, "", tiny, 16, "fp32", False, VISITOR, api_name="/train")
     assert "trained 3 steps" in final[2]
     run = final[3]["value"]
     assert re.fullmatch(r"dcgan-[0-9a-f]{8}", run)
