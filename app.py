@@ -887,7 +887,8 @@ def train_gan(variant: str, dataset: str, upload, steps: float, run: str, config
         if last is None or last["kind"] in ("error", "crash"):
             why = web(last["message"]) if last and last["kind"] == "error" else (
                 "the training stopped unexpectedly (the server log has details)")
-            raise gr.Error(f"{why}; your run {name} keeps its last checkpoint, if it reached one")
+            step = RunFolder(RUNS / key / name).checkpoint_step()
+            raise gr.Error(why + (f"; your run {name} keeps its checkpoint at step {step:,}" if step else ""))
         yield gr.skip(), loss_frame(rows), done_text(last, name, job.stop_reason), runs_dropdown(key, name)
     finally:
         if not handed_off:  # stopped waiting, or the page went away: stop with a checkpoint, free the slot after
@@ -1183,7 +1184,8 @@ def build() -> gr.Blocks:
         gr.Markdown("# ganhub\nClassic GANs as plugins: sample the bundled models, train your own in the browser, "
                     "evaluate them, share them on the Hugging Face Hub.", elem_id="title")
         # outside the tabs: a component in a tab not yet shown has not read localStorage when the page loads
-        visitor = gr.BrowserState("", storage_key="ganhub-visitor")
+        # a fixed key (the browser decrypts with it anyway): a restarted server still reads what browsers kept
+        visitor = gr.BrowserState("", storage_key="ganhub-visitor", secret="ganhub-visitor-v1")
 
         with gr.Tab("Sample"):
             with gr.Row():

@@ -320,6 +320,13 @@ def test_a_waiting_visitor_is_told_why_and_can_leave(app_module, client, monkeyp
     assert not app_module.LINE.running and not app_module.LINE.waiting
 
 
+def test_an_error_inside_the_training_process_is_one_sentence(client):
+    msg = error_of(lambda: client.predict("sngan", "fashion-mnist", None, 5, "", '{"num_classes": 3}', 64, "fp32",
+                                          False, A, api_name="/train"))
+    assert "num_classes=3 but fashion-mnist has 10 classes" in msg
+    assert "checkpoint" not in msg and "Traceback" not in msg and "--" not in msg
+
+
 def test_a_run_stops_at_the_time_quota_and_says_so(app_module, client, monkeypatch):
     monkeypatch.setattr(app_module, "LIMITS", replace(app_module.LIMITS, minutes=0.02))
     final = client.predict("vanilla", "ring8", None, 20_000, "", "{}", 0, "fp32", False, A, api_name="/train")
