@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train a variant; writes a run folder")
     s.add_argument("variant")
-    s.add_argument("--dataset", required=True, help="fashion-mnist, mnist, cifar10, ring8, grid25, a folder or a .zip of images")
+    s.add_argument("--dataset", help="fashion-mnist, mnist, cifar10, ring8, grid25, a folder or a .zip of images "
+                   "(one subfolder per class gives labels); a resumed run keeps its own")
     s.add_argument("--steps", type=int, required=True, help="total G updates of the run folder (resume continues up to it)")
     s.add_argument("--out", required=True, help="run folder")
     s.add_argument("--seed", type=int, help="default 0 (a resumed run keeps its own)")

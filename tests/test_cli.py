@@ -33,9 +33,11 @@ def test_train_then_sample_grid_and_directory(tmp_path, capsys):
     assert (tmp_path / "again.png").read_bytes() == (tmp_path / "grid.png").read_bytes()
 
 
-def test_precision_and_sync_bn_are_recorded(tmp_path):
+def test_precision_and_sync_bn_are_recorded_and_resume_needs_no_dataset(tmp_path):
     out = tmp_path / "run"
     assert main(train_args("dcgan", out, 1, "--sync-bn")) == 0
+    assert main(["train", "dcgan", "--steps", "2", "--out", str(out), "--resume", "--quiet"]) == 0
+    assert RunFolder(out).step == 2
     spec = RunFolder(out).spec
     assert spec.precision == "fp32" and spec.sync_bn is True and spec.world_size == 1
     command = RunFolder(out).meta["recipe"]["command"]
@@ -72,6 +74,7 @@ def test_class_conditional_sampling(tmp_path, capsys):
     (["train", "dcgan", "--dataset", "fashion-mnist", "--steps", "2", "--out", "X", "--device", "cuda:7"], "not available"),
     (["train", "dcgan", "--dataset", "fashion-mnist", "--steps", "two", "--out", "X"], "invalid int value"),
     (["train", "dcgan", "--dataset", "fashion-mnist", "--steps", "2", "--out", "X", "--resume"], "no config.json"),
+    (["train", "dcgan", "--steps", "2", "--out", "X"], "a new run needs a dataset (--dataset)"),
     (["train", "dcgan", "--dataset", "fashion-mnist", "--steps", "2", "--out", "afile"], "is a file"),
     (["sample", "no/such/folder/anywhere", "--out", "g.png"], "error: "),
     (["sample", "dcgan", "--class", "3", "--out", "g.png"], "unconditional"),
