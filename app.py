@@ -1213,43 +1213,6 @@ def build() -> gr.Blocks:
             s_src.change(source_controls, [s_src, visitor], [s_card, s_psi, s_cls], api_visibility="private")
             gr.api(describe_model, api_name="describe")
 
-        with gr.Tab("Interpolate"):
-            with gr.Row():
-                with gr.Column(scale=1, min_width=280):
-                    i_src = OpenDropdown(sources, value=DEFAULT, allow_custom_value=True, label="model")
-                    with gr.Row():
-                        i_a = gr.Number(0, label="seed A", precision=0, minimum=0)
-                        i_b = gr.Number(1, label="seed B", precision=0, minimum=0)
-                    i_m = gr.Radio(["slerp", "lerp"], value="slerp", label="path",
-                                   info="slerp follows the sphere where Gaussian latents live")
-                    i_f = gr.Slider(2, MAX_FRAMES, 12, step=1, label="frames")
-                    i_btn = gr.Button("Interpolate", variant="primary")
-                with gr.Column(scale=2):
-                    i_gif = gr.Image(first["gif"], label="animation", type="filepath", elem_id="interp-gif",
-                                     elem_classes="pixels", interactive=False, height=360,
-                                     buttons=["download", "fullscreen"])
-                    i_strip = gr.Image(first["strip"], label="frames", type="filepath", format="png",
-                                       elem_classes="pixels", interactive=False, buttons=["download"])
-            i_btn.click(interpolate_seeds, [i_src, i_a, i_b, i_m, i_f, visitor], [i_gif, i_strip], api_name="interpolate")
-
-        with gr.Tab("Style mix"):
-            with gr.Row():
-                with gr.Column(scale=1, min_width=280):
-                    gr.Markdown("Each image takes its **coarse** styles (pose, shape) from its row's seed and its "
-                                "**fine** styles (texture, shading) from its column's seed. Needs a generator with "
-                                "a mapping network (stylegan-lite).")
-                    m_src = OpenDropdown(sources, value=MIXER, allow_custom_value=True, label="model")
-                    m_rows = gr.Textbox("1, 2, 3", label="row seeds (coarse styles)")
-                    m_cols = gr.Textbox("4, 5, 6", label="column seeds (fine styles)")
-                    m_x = gr.Slider(1, first["top"], first["k"], step=1, label="crossover layer",
-                                    info="layers before it come from the row seed")
-                    m_btn = gr.Button("Mix", variant="primary")
-                with gr.Column(scale=2):
-                    m_img = gr.Image(first["mix"], label="style mix", type="filepath", format="png",
-                                     elem_classes="pixels", interactive=False, buttons=["download", "fullscreen"])
-            m_src.change(crossover_slider, [m_src, visitor], m_x, api_visibility="private")
-            m_btn.click(mix_styles, [m_src, m_rows, m_cols, m_x, visitor], m_img, api_name="style_mix")
-
         with gr.Tab("Train"):
             with gr.Row():
                 with gr.Column(scale=1, min_width=300):
@@ -1294,6 +1257,43 @@ def build() -> gr.Blocks:
             t_stop.click(stop_training, [t_run, visitor], t_status, api_name="stop", concurrency_limit=None)
             t_dl.click(download_run, [t_run, visitor], t_zipout, api_name="download")
 
+        with gr.Tab("Interpolate"):
+            with gr.Row():
+                with gr.Column(scale=1, min_width=280):
+                    i_src = OpenDropdown(sources, value=DEFAULT, allow_custom_value=True, label="model")
+                    with gr.Row():
+                        i_a = gr.Number(0, label="seed A", precision=0, minimum=0)
+                        i_b = gr.Number(1, label="seed B", precision=0, minimum=0)
+                    i_m = gr.Radio(["slerp", "lerp"], value="slerp", label="path",
+                                   info="slerp follows the sphere where Gaussian latents live")
+                    i_f = gr.Slider(2, MAX_FRAMES, 12, step=1, label="frames")
+                    i_btn = gr.Button("Interpolate", variant="primary")
+                with gr.Column(scale=2):
+                    i_gif = gr.Image(first["gif"], label="animation", type="filepath", elem_id="interp-gif",
+                                     elem_classes="pixels", interactive=False, height=360,
+                                     buttons=["download", "fullscreen"])
+                    i_strip = gr.Image(first["strip"], label="frames", type="filepath", format="png",
+                                       elem_classes="pixels", interactive=False, buttons=["download"])
+            i_btn.click(interpolate_seeds, [i_src, i_a, i_b, i_m, i_f, visitor], [i_gif, i_strip], api_name="interpolate")
+
+        with gr.Tab("Style mix"):
+            with gr.Row():
+                with gr.Column(scale=1, min_width=280):
+                    gr.Markdown("Each image takes its **coarse** styles (pose, shape) from its row's seed and its "
+                                "**fine** styles (texture, shading) from its column's seed. Needs a generator with "
+                                "a mapping network (stylegan-lite).")
+                    m_src = OpenDropdown(sources, value=MIXER, allow_custom_value=True, label="model")
+                    m_rows = gr.Textbox("1, 2, 3", label="row seeds (coarse styles)")
+                    m_cols = gr.Textbox("4, 5, 6", label="column seeds (fine styles)")
+                    m_x = gr.Slider(1, first["top"], first["k"], step=1, label="crossover layer",
+                                    info="layers before it come from the row seed")
+                    m_btn = gr.Button("Mix", variant="primary")
+                with gr.Column(scale=2):
+                    m_img = gr.Image(first["mix"], label="style mix", type="filepath", format="png",
+                                     elem_classes="pixels", interactive=False, buttons=["download", "fullscreen"])
+            m_src.change(crossover_slider, [m_src, visitor], m_x, api_visibility="private")
+            m_btn.click(mix_styles, [m_src, m_rows, m_cols, m_x, visitor], m_img, api_name="style_mix")
+
         with gr.Tab("Evaluate"):
             with gr.Row():
                 e_src = gr.CheckboxGroup(sources, value=[DEFAULT] if DEFAULT else [], label="models")
@@ -1304,7 +1304,7 @@ def build() -> gr.Blocks:
             e_btn = gr.Button("Evaluate", variant="primary")
             e_table = gr.Dataframe(pd.DataFrame(columns=["source", "FID ↓", "KID ↓", "precision ↑", "recall ↑",
                                                        "classes covered ↑"]),
-                                   label="results (↓ lower is better, ↑ higher is better)", wrap=True)
+                                   label="results (↓ lower is better, ↑ higher is better)")
             e_thumbs = gr.Gallery(label="samples per model", columns=6, height=220, format="png", object_fit="contain")
             e_proto = gr.Markdown(label="protocol")
             with gr.Accordion("What the metrics mean", open=False):
