@@ -70,7 +70,8 @@ def resolve(source: str | Path) -> Path:
         return weights_dir() / str(source)
     from ganhub.hub import resolve_source
 
-    if str(source).count("/") != 1 or str(source).startswith((".", "/")):
+    repo = str(source).partition("@")[0]  # the revision (a branch, a tag, refs/pr/1) may hold slashes
+    if repo.count("/") != 1 or str(source).startswith((".", "/", "~")):
         names = ", ".join(bundled()) or "none"
         raise FolderError(f"{source!r} is not a run folder, a bundled weights name ({names}) or a Hub repo id user/repo")
     return Path(resolve_source(str(source)))

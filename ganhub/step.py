@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from ganhub.augment import AugmentedD
 from ganhub.errors import ConfigError, GanhubError, PluginError, TrainingDiverged
 from ganhub.precision import autocast
 from ganhub.variant import BaseConfig, Variant, call_G
@@ -79,29 +80,6 @@ class Batches(Protocol):
     def next(self) -> tuple[torch.Tensor, torch.Tensor | None]: ...  # (real on device, labels (B,) int64 | None)
 
 
-class Augmented(nn.Module):
-    """D seen through a differentiable augmentation (DiffAugment, Zhao et al. 2020): D(augment(x), *args).
-
-    Other attributes are looked up on the wrapped D, so a loss may still call e.g. `D.features(x)`
-    (without augmentation)."""
-
-    def __init__(self, D: nn.Module, augment: Callable[[torch.Tensor], torch.Tensor]):
-        super().__init__()
-        self.inner = D
-        self.augment = augment
-
-    def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
-        return self.inner(self.augment(x), *args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "inner":
-                raise
-            return getattr(self.inner, name)
-
-
 class PhaseRunner:
     """Runs training iterations of `variant` on (G, D) with `opts`. See the module docstring."""
 
@@ -111,7 +89,7 @@ class PhaseRunner:
                  augment: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.variant, self.cfg, self.G, self.D, self.opts = variant, cfg, G, D, opts
         self.device, self.precision, self.sync_grads = torch.device(device), precision, sync_grads
-        self.D_seen = D if augment is None else Augmented(D, augment)  # what the loss calls as D
+        self.D_seen = D if augment is None else AugmentedD(D, augment)  # what the loss calls as D
         self.reg = {ph: (net, int(getattr(cfg, every)) if isinstance(every, str) else int(every))
                     for ph, (net, every) in variant.reg_phases.items()}
         # parameters the plugin left trainable; freezing toggles only these

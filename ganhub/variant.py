@@ -121,6 +121,7 @@ class Variant:
     modalities: tuple[str, ...] = ("image",)  # add "points" if G can learn the 2-D toys
     make_optimizers: Callable[..., tuple] | None = None
     post_step: Callable[..., None] | None = None
+    paper: str = ""  # "Authors YEAR, Title, URL" of what it implements; model cards link it
     api_version: int = API_VERSION
 
     def make_config(self, **overrides: Any) -> BaseConfig:

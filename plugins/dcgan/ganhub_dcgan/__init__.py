@@ -66,6 +66,10 @@ def loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):
 
 variant = Variant(
     name="dcgan",
+    paper=(
+        "Radford et al. 2015, Unsupervised Representation Learning with Deep "
+        "Convolutional Generative Adversarial Networks, https://arxiv.org/abs/1511.06434"
+    ),
     summary="Strided-conv G and D with BatchNorm, non-saturating BCE (Radford et al. 2015).",
     config_cls=Config,
     build=build,

@@ -84,6 +84,10 @@ def loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):
 
 variant = Variant(
     name="sngan",
+    paper=(
+        "Miyato et al. 2018, Spectral Normalization for Generative Adversarial Networks, "
+        "https://arxiv.org/abs/1802.05957"
+    ),
     summary="Spectrally normalised D, hinge loss (Miyato et al. 2018); projection D when num_classes > 0.",
     config_cls=Config,
     build=build,

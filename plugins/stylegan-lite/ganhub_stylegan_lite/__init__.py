@@ -213,6 +213,12 @@ def loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):
 
 variant = Variant(
     name="stylegan-lite",
+    paper=(
+        "Karras et al. 2019, A Style-Based Generator Architecture for Generative "
+        "Adversarial Networks, https://arxiv.org/abs/1812.04948; Karras et al. 2020, "
+        "Analyzing and Improving the Image Quality of StyleGAN, "
+        "https://arxiv.org/abs/1912.04958"
+    ),
     summary="Mapping network, modulated convs, noise, style mixing, truncation, lazy R1 (Karras et al. 2019/2020).",
     config_cls=Config,
     build=build,

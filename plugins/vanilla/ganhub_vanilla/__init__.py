@@ -91,6 +91,7 @@ def loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):
 
 variant = Variant(
     name="vanilla",
+    paper="Goodfellow et al. 2014, Generative Adversarial Nets, https://arxiv.org/abs/1406.2661",
     summary="MLP G and D, non-saturating BCE (Goodfellow et al. 2014); also fits the 2-D toy mixtures.",
     config_cls=Config,
     build=build,

@@ -65,6 +65,7 @@ def loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):
 
 variant = Variant(
     name="wgan-gp",
+    paper="Gulrajani et al. 2017, Improved Training of Wasserstein GANs, https://arxiv.org/abs/1704.00028",
     summary="Wasserstein critic with gradient penalty, n_critic=5 (Gulrajani et al. 2017).",
     config_cls=Config,
     build=build,
