@@ -5,7 +5,6 @@ Above both ganhub.run (the folder format) and ganhub.hub (pull), so neither impo
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +15,7 @@ from torch import nn
 
 from ganhub.device import pick_device
 from ganhub.errors import FolderError
-from ganhub.run import (
-    CONFIG,
-    MODEL,
-    config_from_meta,
-    load_state_strict,
-    read_config,
-    read_safetensors,
-    variant_for,
-)
+from ganhub.run import MODEL, RunFolder
 from ganhub.variant import BaseConfig, Variant, build_models
 
 
@@ -51,14 +42,7 @@ def bundled() -> list[str]:
     root = weights_dir()
     if not root.is_dir():
         return []
-    names = []
-    for p in sorted(root.iterdir()):
-        try:
-            if "variant" in json.loads((p / CONFIG).read_text()):  # skips e.g. the fmnist classifier
-                names.append(p.name)
-        except (OSError, json.JSONDecodeError):
-            continue
-    return names
+    return [p.name for p in sorted(root.iterdir()) if RunFolder(p).is_run()]  # skips e.g. the fmnist classifier
 
 
 def resolve(source: str | Path) -> Path:
@@ -79,13 +63,13 @@ def resolve(source: str | Path) -> Path:
 
 def load_generator(source: str | Path, device: str | torch.device | None = None) -> Loaded:
     """Load the EMA generator of a folder / weights name / Hub repo, in eval mode on `device`."""
-    folder = resolve(source)
-    meta = read_config(folder)
-    variant = variant_for(meta, folder)
-    cfg = config_from_meta(variant, meta, folder)
-    if not (folder / MODEL).is_file():
-        raise FolderError(f"{folder} has no {MODEL}; train it first or pull it again")
+    folder = RunFolder(resolve(source))
+    meta = folder.meta
+    variant = folder.variant()
+    cfg = folder.config(variant)
+    if not folder.has_model():
+        raise FolderError(f"{folder.path} has no {MODEL}; train it first or pull it again")
     G, _ = build_models(variant, cfg)
-    load_state_strict(G, read_safetensors(folder / MODEL), f"{folder / MODEL}")
+    folder.load_model(G)
     G = G.to(pick_device(device)).eval().requires_grad_(False)
-    return Loaded(G, variant, cfg, meta, folder)
+    return Loaded(G, variant, cfg, meta, folder.path)

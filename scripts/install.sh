@@ -25,6 +25,6 @@ if ! $PY -c "import torch, torchvision" 2>/dev/null; then
   echo "==> pip install torch torchvision"
   $PY -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 fi
-extras="app"; [[ $WANT_TEST == 1 ]] && extras="app,test"
+extras="app"; [[ $WANT_TEST == 1 ]] && extras="app,test,tensorboard"  # tests cover the optional TensorBoard logging too
 echo "==> pip install ganhub[$extras] and plugins/*"
 $PY -m pip install -q -e ".[$extras]" $(printf -- "-e %s " plugins/*/)

@@ -7,13 +7,13 @@ Parameter counts are counted; sampling time is the median of 5 timed runs of 64 
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from pathlib import Path
 
 import torch
 
+from ganhub.run import RunFolder
 from ganhub.sample import sample
 from ganhub.source import load_generator
 
@@ -29,7 +29,8 @@ def fmt(metrics: dict, key: str, digits: int = 2) -> str:
 def main() -> None:
     rows = []
     for name in ORDER:
-        if not (ROOT / name / "config.json").exists():
+        folder = RunFolder(ROOT / name)
+        if not folder.is_run():
             continue
         loaded = load_generator(ROOT / name, device="cpu")
         params = sum(p.numel() for p in loaded.G.parameters())
@@ -39,11 +40,10 @@ def main() -> None:
             t = time.perf_counter()
             sample(loaded.G, 64, seed=i)
             times.append(time.perf_counter() - t)
-        meta = json.loads((ROOT / name / "config.json").read_text())
-        m = meta.get("metrics", {})
+        m = folder.metrics
         cov = m.get("coverage", {})
         rows.append(
-            f"| `{name}` | {meta['recipe']['steps']:,} | {fmt(m, 'fid')} | {fmt(m, 'kid', 1)} | {fmt(m, 'precision')} | "
+            f"| `{name}` | {folder.spec.steps:,} | {fmt(m, 'fid')} | {fmt(m, 'kid', 1)} | {fmt(m, 'precision')} | "
             f"{fmt(m, 'recall')} | {cov.get('value', {}).get('classes', '–') if isinstance(cov.get('value'), dict) else '–'} | "
             f"{fmt(m, 'class_kl', 3)} | {params / 1e6:.2f} M | {statistics.median(times) * 1000:.0f} ms |"
         )

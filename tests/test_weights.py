@@ -1,7 +1,7 @@
 """The bundled weights: loadable, small, documented, and their recorded FID agrees with an independent
 evaluation (PNG files written by `ganhub sample`, read back by torch-fidelity's own file loader)."""
 
-import json
+
 
 import pytest
 import torch
@@ -10,6 +10,7 @@ import torch_fidelity
 from ganhub.cli import main
 from ganhub.data import load_dataset
 from ganhub.metrics import RealImages, evaluate
+from ganhub.run import RunFolder
 from ganhub.source import bundled, load_generator, weights_dir
 
 VARIANTS = ["vanilla", "dcgan", "wgan-gp", "sngan", "stylegan-lite"]
@@ -24,7 +25,7 @@ def test_weights_folder_is_complete_and_documented(name):
     folder = weights_dir() / name
     assert sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) < 10 * 2**20
     assert not (folder / "checkpoint").exists(), "weights ship the EMA generator only"
-    meta = json.loads((folder / "config.json").read_text())
+    meta = RunFolder(folder).meta
     assert meta["variant"] == name and meta["config"]["resolution"] == 32 and meta["config"]["channels"] == 1
     recipe = meta["recipe"]
     assert recipe["command"].startswith(f"ganhub train {name} --dataset fashion-mnist --steps {recipe['steps']} --seed 0")
