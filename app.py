@@ -579,8 +579,16 @@ def _train_worker() -> None:
 
     threading.Thread(target=watch, daemon=True).start()
 
+    gone = []
+
     def emit(**event) -> None:
-        events_out.write(json.dumps(event) + "\n")
+        if gone:
+            return
+        try:
+            events_out.write(json.dumps(event) + "\n")
+        except OSError:  # the app went away (a closed pipe): stop after this step, with a checkpoint
+            gone.append(True)
+            stop.set()
 
     rows, last = [], 0.0
     try:
@@ -963,13 +971,34 @@ def fmt(v) -> str | float:
     return float(f"{v:.4g}") if isinstance(v, (int, float)) else str(v)
 
 
+def thumbnail_sheet(thumbs: list[tuple[Image.Image, str]]) -> Image.Image:
+    """The models' sample grids side by side, each named underneath, in the table's order."""
+    tiles = [g.resize((g.width * 2, g.height * 2), Image.NEAREST).convert("RGB") for g, _ in thumbs]
+    w, h, gap, f = max(t.width for t in tiles), max(t.height for t in tiles), 16, font(16)
+    sheet = Image.new("RGB", (len(tiles) * (w + gap) - gap, h + 28), "white")
+    d = ImageDraw.Draw(sheet)
+    for i, (tile, (_, name)) in enumerate(zip(tiles, thumbs)):
+        sheet.paste(tile, (i * (w + gap), 0))
+        d.text((i * (w + gap) + w / 2, h + 6), name, fill="black", font=f, anchor="mt")
+    return sheet
+
+
 def protocol_text(per_metric: dict[str, dict]) -> str:
-    lines = []
-    for name, m in per_metric.items():
-        p = dict(m.get("protocol") or {})
-        bits = [f"{k.replace('_', ' ')}: {web(str(v))}" for k, v in p.items() if k not in ("extractor_sha256",)]
-        lines.append(f"- **{metric_label(name, m)}** {'↓' if name in LOWER_IS_BETTER else '↑'} — " + "; ".join(bits))
-    return "**Protocol of each metric**\n" + "\n".join(lines)
+    """What every metric shares, once; then each metric with its direction and what is its own."""
+    protos = {name: {k: v for k, v in (m.get("protocol") or {}).items() if k != "extractor_sha256"}
+              for name, m in per_metric.items()}
+    first = next(iter(protos.values()), {})
+    common = {k: v for k, v in first.items() if all(p.get(k) == v for p in protos.values())}
+
+    def words(items) -> str:
+        return "; ".join(f"{k.replace('_', ' ')}: {web(str(v))}" for k, v in items)
+
+    lines = [f"**Protocol.** {words(common.items())}"] if common else ["**Protocol.**"]
+    for name, p in protos.items():
+        own = words((k, v) for k, v in p.items() if k not in common)
+        arrow = "↓ lower is better" if name in LOWER_IS_BETTER else "↑ higher is better"
+        lines.append(f"- **{metric_label(name, per_metric[name])}** {arrow}" + (f" — {own}" if own else ""))
+    return "\n".join(lines)
 
 
 @plain
@@ -986,7 +1015,7 @@ def evaluate_models(sources: list[str], more: str, metrics: list[str], samples: 
     Returns:
         results: one row per source; ↓ lower is better, ↑ higher is better.
         protocol: how each metric was measured.
-        samples per source: a thumbnail grid of each source.
+        samples of each model: 16 samples of each model side by side, named, as a lossless PNG.
     """
     from ganhub.metrics import evaluate
 
@@ -999,7 +1028,7 @@ def evaluate_models(sources: list[str], more: str, metrics: list[str], samples: 
     if len(chosen) > MAX_EVAL_SOURCES:
         raise gr.Error(f"evaluate at most {MAX_EVAL_SOURCES} models at a time; {len(chosen)} were chosen")
     n = whole(samples, "samples", 200, 5000)
-    rows, per_metric, thumbs = [], {}, []
+    rows, per_metric, thumbs = [], {}, []  # thumbs: (4x4 grid, name) per image model
     for i, src in enumerate(chosen):
         folder, name = source_folder(src, key)
         progress((i, len(chosen)), desc=f"evaluating {name} on {n:,} samples")
@@ -1011,8 +1040,9 @@ def evaluate_models(sources: list[str], more: str, metrics: list[str], samples: 
             per_metric.setdefault(metric, m)
         rows.append(row)
         if loaded.cfg.data != "points":
-            thumbs.append((save(enlarged(to_grid(sample(loaded.G, 16, 0))), f"{i}.png"), name))
-    return pd.DataFrame(rows), protocol_text(per_metric), thumbs
+            thumbs.append((to_grid(sample(loaded.G, 16, 0)), name))
+    sheet = save(thumbnail_sheet(thumbs), "models.png") if thumbs else None
+    return pd.DataFrame(rows), protocol_text(per_metric), sheet
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -1235,7 +1265,7 @@ def build() -> gr.Blocks:
                     with gr.Row():
                         t_prev = gr.Image(label="preview (EMA generator)", type="filepath", format="png",
                                           elem_id="train-preview", elem_classes="pixels", interactive=False,
-                                          height=320)
+                                          height=320, buttons=["download", "fullscreen"])
                         t_plot = gr.LinePlot(x="step", y="value", color="loss", label="loss curves", y_title="loss",
                                              elem_id="train-losses")  # no fixed height: it would hide the legend
             with gr.Accordion("Advanced", open=False):
@@ -1305,7 +1335,8 @@ def build() -> gr.Blocks:
             e_table = gr.Dataframe(pd.DataFrame(columns=["source", "FID ↓", "KID ↓", "precision ↑", "recall ↑",
                                                        "classes covered ↑"]),
                                    label="results (↓ lower is better, ↑ higher is better)")
-            e_thumbs = gr.Gallery(label="samples per model", columns=6, height=220, format="png", object_fit="contain")
+            e_thumbs = gr.Image(label="samples of each model", type="filepath", format="png", interactive=False,
+                                elem_classes="pixels", buttons=["download", "fullscreen"])
             e_proto = gr.Markdown(label="protocol")
             with gr.Accordion("What the metrics mean", open=False):
                 gr.Markdown(GLOSSARY)

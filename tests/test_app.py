@@ -340,9 +340,11 @@ def test_evaluate_names_each_metric_its_direction_and_protocol(client):
                                              api_name="/evaluate")
     assert [row[0] for row in table["data"]] == ["dcgan", "stylegan-lite"]
     assert "FID ↓" in table["headers"] and "classes covered ↑" in table["headers"]
-    assert "FID (Fashion-MNIST classifier features)" in protocol and "classes covered" in protocol
-    assert "n generated: 200" in protocol and "/work" not in protocol
-    assert [t["caption"] for t in thumbs] == ["dcgan", "stylegan-lite"]
+    assert "FID (Fashion-MNIST classifier features)** ↓ lower is better" in protocol
+    assert "classes covered (Fashion-MNIST classifier predictions)** ↑ higher is better" in protocol
+    assert protocol.count("n generated: 200") == 1 and "/work" not in protocol  # what they share, said once
+    sheet = Image.open(thumbs)
+    assert sheet.width > 1.8 * sheet.height  # two 4x4 grids side by side, named underneath
 
 
 def test_on_a_space_only_the_visitors_token_pushes_and_only_permitted_sources(app_module, fake_hub, monkeypatch):
