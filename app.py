@@ -122,7 +122,7 @@ def web(msg: str) -> str:
     """A library message in the page's words: run folders by their run name, no other server path, no flags."""
     msg = re.sub(re.escape(str(RUNS)) + r"/[0-9a-f]+/([\w.-]+)", r"your run \1", msg)
     msg = msg.replace(str(weights_dir()) + "/", "bundled ").replace(str(OUT), "a download")
-    msg = re.sub(r"(?<![\w.])/(?:[\w.~-]+/)+([\w.~-]+)", r"\1", msg)  # any other absolute path: its last part
+    msg = re.sub(r"(?<![\w.:/])/(?:[\w.~-]+/)+([\w.~-]+)", r"\1", msg)  # any other absolute path (not a URL): its name
     msg = re.sub(r"`?--set (\w+)=[^\s`;,)]*`?", r"\1 (Advanced → config)", msg)
     msg = re.sub(r"`?(--[a-z-]+)`?", lambda m: FLAGS.get(m.group(1), m.group(1).lstrip("-")), msg)
     msg = re.sub(r"log in with `hf auth login`, set HF_TOKEN or pass [^;.]*", "sign in with Hugging Face", msg)
@@ -1078,16 +1078,18 @@ def push_to_hub(source: str, repo_id: str, private: bool, token: str, visitor: s
     if on_space() and tok is None:
         raise gr.Error("sign in with Hugging Face first (the button above): a push uses your account, never the "
                        "Space's")
-    folder, name = source_folder(source, key)
-    if not str(source or "").startswith("run:") and str(source or "").strip() not in bundled() and on_space():
+    if on_space() and not str(source or "").startswith("run:") and str(source or "").strip() not in bundled():
         raise gr.Error("push a bundled model or one of your runs")
+    folder, name = source_folder(source, key)
     repo = str(repo_id or "").strip()
     if not repo and profile is not None:
         repo = f"{profile.username}/{folder.name}"
     if not repo:
         raise gr.Error("enter the repo id to push to, user/repo")
+    from huggingface_hub import constants
+
     url = push(folder, repo, private=bool(private), token=tok, allow_env_token=not on_space())
-    return f"Pushed {name} to [{repo}](https://huggingface.co/{repo}) ([commit]({url}))."
+    return f"Pushed {name} to [{repo}]({constants.ENDPOINT}/{repo}) ([commit]({url}))."
 
 
 @plain

@@ -223,6 +223,7 @@ def test_library_messages_are_put_in_the_pages_words(app_module):
         "stopped at step 5; resume with Train (with your run chosen) (checkpoint in your run dcgan-1a2b3c4d)")
     assert web("lower the learning rates (--set lr_d=... lr_g=...)") == "lower the learning rates (lr_d (Advanced → config) lr_g=...)"
     assert "/" not in web("cannot read /home/user/.cache/ganhub/x.json").replace("x.json", "")
+    assert web("cannot reach the Hub (https://huggingface.co/api/x)") == "cannot reach the Hub (https://huggingface.co/api/x)"
     assert web("no Hugging Face token: log in with `hf auth login`, set HF_TOKEN or pass --token") == (
         "no Hugging Face token: sign in with Hugging Face")
 
