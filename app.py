@@ -1201,11 +1201,15 @@ def welcome(visitor: str, request: gr.Request):
     if not SECRET.fullmatch(str(visitor or "")):
         visitor = uuid.uuid4().hex
     key = visitor_key(visitor, request)
+    return (visitor, runs_dropdown(key, ""), *visitor_lists(key))
+
+
+def visitor_lists(key: str) -> tuple:
+    """Every source list with the visitor's runs in it, and their quota line."""
     choices = source_choices(key)
     left = LINE.runs_left(key)
     quota = LIMITS.text() + (f" You can start {left} more this hour." if left is not None else "")
-    return (visitor, runs_dropdown(key, ""), *(gr.Dropdown(choices=choices) for _ in range(4)),
-            gr.CheckboxGroup(choices=choices), quota)
+    return (*(gr.Dropdown(choices=choices) for _ in range(4)), gr.CheckboxGroup(choices=choices), quota)
 
 
 def build() -> gr.Blocks:
@@ -1374,7 +1378,7 @@ def build() -> gr.Blocks:
 
         demo.load(welcome, visitor, [visitor, t_run, s_src, i_src, m_src, h_src, e_src, t_quota],
                   api_visibility="private")
-        ev.then(refresh_sources, visitor, [s_src, i_src, m_src, h_src, e_src], api_visibility="private")
+        ev.then(refresh_sources, visitor, [s_src, i_src, m_src, h_src, e_src, t_quota], api_visibility="private")
     for fn in demo.fns.values():  # gr.LoginButton's own page-load check is not an API endpoint or an MCP tool
         if getattr(fn.fn, "__name__", "") == "_check_login_status":
             fn.api_visibility = "private"
@@ -1382,8 +1386,8 @@ def build() -> gr.Blocks:
 
 
 def refresh_sources(visitor: str, request: gr.Request):
-    choices = source_choices(visitor_key(visitor, request))
-    return (*(gr.Dropdown(choices=choices) for _ in range(4)), gr.CheckboxGroup(choices=choices))
+    """After a training: the new run in every source list, and the runs left this hour."""
+    return visitor_lists(visitor_key(visitor, request))
 
 
 def config_json(variant: str) -> str:
