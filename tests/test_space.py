@@ -106,6 +106,29 @@ def test_the_space_offers_hugging_face_sign_in(space):
     assert token_boxes and token_boxes[0]["props"]["visible"] is False  # no token box on a Space
 
 
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="Debian's chromium is not installed")
+def test_a_visitor_sees_the_sign_in_button_and_the_quotas_in_a_browser(space):
+    from playwright.sync_api import sync_playwright
+
+    url, *_ = space
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=[
+            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1366, "height": 900})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(url, wait_until="networkidle", timeout=120_000)
+        page.get_by_role("tab", name="Hub").click()
+        button = page.get_by_role("button", name="Sign in with Hugging Face")
+        button.wait_for(timeout=30_000)
+        assert button.is_visible() and page.get_by_label("token (never stored)").count() == 0
+        page.get_by_role("tab", name="Train").click()
+        assert page.get_by_text("This Space allows up to 2,000 steps").is_visible()
+        assert not errors, errors
+        browser.close()
+
+
 def test_the_mcp_server_lists_every_tool_with_a_description(space):
     url, *_ = space
     # on a Space, Gradio prefixes each tool with the Space's name
