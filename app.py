@@ -634,6 +634,8 @@ class Job:
         self.proc.stdin.write(json.dumps(args) + "\n")
         self.proc.stdin.flush()
         self.started = time.time()
+        if self.stop_reason:  # Stop was pressed just as the slot came free
+            self.stop(self.stop_reason)
 
     def stop(self, reason: str = "stop") -> None:
         self.stop_reason = self.stop_reason or reason
