@@ -49,8 +49,10 @@ def browser():
 
 
 def visit(browser, url, viewport=DESKTOP):
+    """A new visitor (own browser context), once the page has given them their secret."""
     page = browser.new_context(viewport=viewport).new_page()
-    page.goto(url, wait_until="networkidle", timeout=120_000)
+    page.goto(url, wait_until="load", timeout=120_000)
+    page.wait_for_function("() => localStorage.getItem('ganhub-visitor') !== null", timeout=120_000)
     return page
 
 
