@@ -18,7 +18,7 @@ from ganhub.sample import sample
 from ganhub.source import load_generator
 
 ROOT = Path(__file__).resolve().parent.parent / "weights"
-ORDER = ["vanilla", "dcgan", "wgan-gp", "sngan", "stylegan-lite"]
+ORDER = ["vanilla", "dcgan", "wgan-gp", "sngan", "sngan-cond", "stylegan-lite"]
 
 
 def fmt(metrics: dict, key: str, digits: int = 2) -> str:
