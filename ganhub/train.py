@@ -359,8 +359,7 @@ class Batches:
         if len(idx) < self.bs:  # dataset smaller than a batch: wrap around
             idx = self._perm[torch.arange(start, start + self.bs) % n]
         self.position += 1
-        out = self.ds.batch(idx, self.device)
-        return out if isinstance(out, tuple) else (out, None)
+        return self.ds.batch(idx, self.device)  # (images, labels | None)
 
 
 @torch.no_grad()
@@ -812,8 +811,7 @@ class _Training:
         if not world.is_main:
             yield from self._loop(world, runner, batches, None, None)
             return
-        real = ds.batch(torch.arange(min(PREVIEW_N, len(ds))), "cpu")
-        real = real[0] if isinstance(real, tuple) else real
+        real, _ = ds.batch(torch.arange(min(PREVIEW_N, len(ds))), "cpu")
         tb = _TensorBoard(folder, self.tensorboard, (s.step + 1) if resume_from is not None else None)
         try:
             with folder.log_writer() as logfile:

@@ -16,7 +16,12 @@ BUILTINS = {"vanilla", "dcgan", "wgan-gp", "sngan", "stylegan-lite"}
 
 @pytest.fixture
 def fake_dist(tmp_path, monkeypatch):
-    root = make_fake_distribution(tmp_path / "site", broken=True, extra=True)
+    yield from _installed(tmp_path, monkeypatch)
+
+
+def _installed(tmp_path, monkeypatch, **kinds):
+    """The fake distribution on sys.path for one test; its modules and the registry forgotten after."""
+    root = make_fake_distribution(tmp_path / "site", broken=True, extra=True, **kinds)
     monkeypatch.syspath_prepend(str(root))
     registry.reload()
     yield root
@@ -89,13 +94,7 @@ def test_validation_names_the_fix():
 
 @pytest.fixture
 def hostile_dist(tmp_path, monkeypatch):
-    root = make_fake_distribution(tmp_path / "site", broken=True, extra=True, hostile=True)
-    monkeypatch.syspath_prepend(str(root))
-    registry.reload()
-    yield root
-    for mod in [m for m in sys.modules if m.startswith("fakeplug_")]:
-        del sys.modules[mod]
-    registry.reload()
+    yield from _installed(tmp_path, monkeypatch, hostile=True)
 
 
 def test_escapes_at_import_are_isolated_and_listed(hostile_dist):
