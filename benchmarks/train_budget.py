@@ -10,6 +10,7 @@ reference recipe runs after it for the same budget, one after the other on the s
 
     python benchmarks/train_budget.py --variant dcgan --minutes 5 --out runs/bench
     python benchmarks/train_budget.py --variant dcgan --minutes 5 --small   # 500-image subset
+    python benchmarks/train_budget.py --variant dcgan --minutes 5 --no-reference --set lr_d=4e-4  # a lever
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ganhub.augment import resolve_policy
+from ganhub.cli import parse_sets
 from ganhub.errors import GanhubError
 from ganhub.run import RunFolder
 from ganhub.sample import sample, save_images
@@ -107,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--small", action="store_true", help=f"small-data mode: the first {SMALL} training images")
     ap.add_argument("--limit", type=int, help="train on the first N training images (--small = --limit 500)")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference run")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config field of the default run (repeatable): to measure a lever")
     ap.add_argument("--fid-n", type=int, default=FID_N, help=f"generated samples for FID (default {FID_N}; 0 = skip)")
     args = ap.parse_args(argv)
     if not args.minutes > 0 or args.minutes > 24 * 60:
@@ -119,7 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     tag = f"{args.variant}-{limit}img" if limit else args.variant
-    runs = [({}, args.out / f"{tag}-default")]
+    try:
+        sets = parse_sets(args.set)
+    except GanhubError as e:
+        ap.error(str(e))
+    runs = [(sets, args.out / f"{tag}-{'-'.join(f'{k}={v}' for k, v in sets.items()) or 'default'}")]
     reference = SMALL_REFERENCE if limit else REFERENCES.get(args.variant)
     if reference and not args.no_reference:
         runs.append((reference, args.out / f"{tag}-reference"))

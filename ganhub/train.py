@@ -43,7 +43,7 @@ from ganhub import errors as _errors
 from ganhub import registry
 from ganhub.augment import DiffAugment, resolve_policy
 from ganhub.data import ImageDataset, check_classes, load_dataset
-from ganhub.device import pick_device
+from ganhub.device import memory_format, pick_device, to_format
 from ganhub.errors import ConfigError, DatasetError, FolderError, GanhubError, TrainingDiverged
 from ganhub.precision import resolve as resolve_precision
 from ganhub.run import BUILTIN_DATASETS, RunFolder, RunSpec, load_state_strict
@@ -345,6 +345,7 @@ class Batches:
     def __init__(self, ds: ImageDataset, batch_size: int, seed: int, device: torch.device, world: dist.World):
         self.ds, self.bs, self.seed, self.device, self.world = ds, batch_size, seed, device, world
         self.position = 0  # batches drawn so far (by this rank)
+        self.fmt = memory_format(device)
         self._epoch, self._perm = -1, None
 
     def next(self) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -359,7 +360,8 @@ class Batches:
         if len(idx) < self.bs:  # dataset smaller than a batch: wrap around
             idx = self._perm[torch.arange(start, start + self.bs) % n]
         self.position += 1
-        return self.ds.batch(idx, self.device)  # (images, labels | None)
+        x, y = self.ds.batch(idx, self.device)
+        return to_format(x, self.fmt), y  # (images, labels | None)
 
 
 @torch.no_grad()
@@ -739,7 +741,8 @@ class _Training:
     def _build(self, world: dist.World) -> TrainState:
         torch.manual_seed(self.spec.seed)
         G, D = build_models(self.v, self.cfg)
-        G, D = G.to(self.dev).train(), D.to(self.dev).train()
+        fmt = memory_format(self.dev)  # same layout for a fresh run and a resume: resume stays exact
+        G, D = G.to(self.dev, memory_format=fmt).train(), D.to(self.dev, memory_format=fmt).train()
         G_ema = copy.deepcopy(G).eval().requires_grad_(False)
         for m in (G, D, G_ema):  # identical initial weights and buffers on every rank (rank 0's)
             dist.broadcast_module(m, world)
