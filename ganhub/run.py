@@ -43,7 +43,7 @@ from torch import nn
 
 from ganhub import registry
 from ganhub.errors import ConfigError, FolderError, UnknownVariant
-from ganhub.variant import BaseConfig, Variant, config_fields, config_to_dict, make_config
+from ganhub.variant import BaseConfig, Variant, absent_values, config_fields, config_to_dict, make_config
 
 FORMAT = 2  # 1: before contract v2 (no precision/world_size in the recipe), read and migrated
 CONFIG, MODEL, SAMPLES, README = "config.json", "model.safetensors", "samples.png", "README.md"
@@ -454,6 +454,8 @@ class RunFolder:
         for k in meta.get("_v1_keys", []):  # migrated v1 values for fields this plugin does not have
             if k not in known:
                 values.pop(k, None)
+        for k, v in absent_values(variant.config_cls).items():  # fields newer than the folder
+            values.setdefault(k, v)
         try:
             return make_config(variant.config_cls, values)
         except ConfigError as e:

@@ -55,16 +55,27 @@ class Bounds:
         )
 
 
+_NO_VALUE = object()
+
+
 def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
             lt: float | None = None, choices: Sequence | None = None, check: Callable[[Any], bool] | None = None,
-            expects: str | None = None) -> Any:
+            expects: str | None = None, absent: Any = _NO_VALUE) -> Any:
     """A dataclass field whose bounds sit beside it: `lr_d: float = bounded(2e-4, gt=0, le=1)  # comment`.
 
     For a tuple field (betas) the bounds apply to every element. A subclass that re-declares a field
-    with a plain default keeps the bounds its base class declared.
+    with a plain default keeps the bounds its base class declared. `absent` is the value a recorded
+    config.json that predates the field meant (a field added in a later plugin version with a new
+    default): folders written before keep loading as the model they hold, new runs get `default`.
     """
     b = Bounds(ge, gt, le, lt, tuple(choices) if choices is not None else None, check, expects)
-    return field(default=default, metadata={"bounds": b})
+    meta = {"bounds": b} if absent is _NO_VALUE else {"bounds": b, "absent": absent}
+    return field(default=default, metadata=meta)
+
+
+def absent_values(cfg_cls: type) -> dict[str, Any]:
+    """{field: the value a recorded config without it meant}, for fields declared with `absent=`."""
+    return {f.name: f.metadata["absent"] for f in dataclasses.fields(cfg_cls) if "absent" in f.metadata}
 
 
 def _augment_ok(x: str) -> bool:

@@ -253,3 +253,21 @@ def test_checkpoint_step_reads_only_the_header(tmp_path):
     assert f.checkpoint_step() is None
     with pytest.raises(FolderError, match="not a readable checkpoint"):
         f.read_checkpoint()
+
+
+def test_a_field_newer_than_the_folder_reads_as_what_the_folder_meant(tmp_path):
+    """stylegan-lite 0.2 added g_width_top (new runs narrow toward high resolution); a config.json written
+    before it holds a model with g_width everywhere, and must keep loading as that model."""
+    v = registry.get("stylegan-lite")
+    old = v.make_config(g_width=64, g_width_top=0, w_dim=8, z_dim=8, mapping_layers=1)
+    torch.manual_seed(0)
+    G, _ = build_models(v, old)
+    save_generator(tmp_path / "f", G, variant=v, cfg=old, recipe={"dataset": "fashion-mnist", "steps": 1, "seed": 0}, step=1)
+    meta = json.loads((tmp_path / "f" / "config.json").read_text())
+    del meta["config"]["g_width_top"]  # as plugin 0.1 wrote it
+    (tmp_path / "f" / "config.json").write_text(json.dumps(meta))
+    loaded = load_generator(tmp_path / "f")
+    assert loaded.cfg.g_width_top == 0 and loaded.G.const.shape == (64, 4, 4)
+    assert torch.equal(sample(loaded.G, 2, 0), sample(G.eval(), 2, 0))
+    new = v.make_config(g_width=64, w_dim=8, z_dim=8, mapping_layers=1)  # a new run gets the new default
+    assert new.g_width_top == 16 and build_models(v, new)[0].to_rgb[-1].weight.shape[1] == 16

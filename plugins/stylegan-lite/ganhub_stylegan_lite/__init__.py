@@ -30,7 +30,11 @@ class Config(BaseConfig):
     z_dim: int = 64
     w_dim: int = bounded(128, ge=1, le=4096)  # size of the intermediate latent w
     mapping_layers: int = bounded(4, ge=1, le=32)  # paper: 8; 4 suffice at this scale
-    g_width: int = bounded(64, ge=1, le=1024)  # channels of every synthesis block
+    g_width: int = bounded(128, ge=1, le=1024)  # channels of the 4x4 synthesis block; halve per block...
+    # ...down to g_width_top at the last blocks, as StyleGAN's channel schedule narrows toward high resolution.
+    # 0 = g_width in every block (the layout of plugin 0.1, what a config.json without this field means).
+    # 128 -> 16 needs 2.9 GFLOP per 64-image grid against 12.8 for 64 everywhere (see README "Benchmarks").
+    g_width_top: int = bounded(16, ge=0, le=1024, absent=0)
     d_width: int = bounded(32, ge=1, le=1024)  # channels of D's first block; doubles per block, capped at 4x
     mixing_prob: float = bounded(0.9, ge=0, le=1)  # style-mixing regularisation probability (paper: 0.9)
     w_avg_beta: float = bounded(0.995, ge=0, le=1)  # tracked mean of w for truncation
@@ -111,6 +115,15 @@ class StyleLayer(nn.Module):
         return F.leaky_relu_(x.addcmul_(noise, self.noise_strength * SQRT2), 0.2)
 
 
+def g_widths(cfg: Config, n_res: int) -> list[int]:
+    """Channels of the n_res synthesis blocks: g_width halving per block, never below g_width_top (nor above
+    g_width); g_width_top = 0 keeps g_width everywhere."""
+    if not cfg.g_width_top:
+        return [cfg.g_width] * n_res
+    floor = min(cfg.g_width, cfg.g_width_top)
+    return [max(floor, cfg.g_width >> b) for b in range(n_res)]
+
+
 class Generator(nn.Module):
     """G(z) = synthesis(mapping(z)); exposes mapping/synthesis/num_ws/w_avg for mixing and truncation."""
 
@@ -124,13 +137,13 @@ class Generator(nn.Module):
         for i in range(cfg.mapping_layers):
             layers.append(EqualLinear(cfg.z_dim if i == 0 else cfg.w_dim, cfg.w_dim, lr_mul=0.01))
         self.mapping_net = nn.ModuleList(layers)
-        self.const = nn.Parameter(torch.randn(cfg.g_width, 4, 4))
-        c = cfg.g_width
-        self.convs = nn.ModuleList([StyleLayer(c, c, cfg.w_dim)])
-        self.to_rgb = nn.ModuleList([ModulatedConv(c, cfg.channels, 1, cfg.w_dim, demodulate=False)])
-        for _ in range(n_res - 1):
-            self.convs.extend([StyleLayer(c, c, cfg.w_dim, up=True), StyleLayer(c, c, cfg.w_dim)])
-            self.to_rgb.append(ModulatedConv(c, cfg.channels, 1, cfg.w_dim, demodulate=False))
+        c = g_widths(cfg, n_res)  # channels of the blocks at 4, 8, ..., R px
+        self.const = nn.Parameter(torch.randn(c[0], 4, 4))
+        self.convs = nn.ModuleList([StyleLayer(c[0], c[0], cfg.w_dim)])
+        self.to_rgb = nn.ModuleList([ModulatedConv(c[0], cfg.channels, 1, cfg.w_dim, demodulate=False)])
+        for b in range(1, n_res):
+            self.convs.extend([StyleLayer(c[b - 1], c[b], cfg.w_dim, up=True), StyleLayer(c[b], c[b], cfg.w_dim)])
+            self.to_rgb.append(ModulatedConv(c[b], cfg.channels, 1, cfg.w_dim, demodulate=False))
         self.num_ws = 2 * n_res  # conv i uses ws[i]; toRGB of a block shares the next block's first w
         self.register_buffer("w_avg", torch.zeros(cfg.w_dim))
 
@@ -224,5 +237,5 @@ variant = Variant(
     build=build,
     loss=loss,
     reg_phases={"R1": ("D", "r1_interval")},
-    test_config={"g_width": 4, "d_width": 4, "w_dim": 8, "z_dim": 8, "mapping_layers": 2, "batch_size": 4, "r1_interval": 2},
+    test_config={"g_width": 8, "g_width_top": 4, "d_width": 4, "w_dim": 8, "z_dim": 8, "mapping_layers": 2, "batch_size": 4, "r1_interval": 2},
 )
