@@ -31,8 +31,8 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 def memory_format(device: torch.device) -> torch.memory_format:
     """The layout the trainer keeps 4-D weights and image batches in on `device`.
 
-    channels_last (NHWC) on CPUs, oneDNN's native layout: `python benchmarks/speed.py --experiments` measured
-    the reference DCGAN's training step 1.10-1.12x as fast in it, and the loop's own A/B is in the README.
+    channels_last (NHWC) on CPUs, oneDNN's native layout: `python benchmarks/speed.py --part train --threads 1`
+    measured the whole loop at 1.14x a plain fp32 PyTorch loop with it, 1.03x without (README, Benchmarks).
     Other devices keep NCHW: unmeasured there (cuDNN wants NHWC only with tensor cores under autocast).
     """
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format

@@ -33,7 +33,7 @@ class Config(BaseConfig):
     g_width: int = bounded(128, ge=1, le=1024)  # channels of the 4x4 synthesis block; halve per block...
     # ...down to g_width_top at the last blocks, as StyleGAN's channel schedule narrows toward high resolution.
     # 0 = g_width in every block (the layout of plugin 0.1, what a config.json without this field means).
-    # 128 -> 16 needs 2.9 GFLOP per 64-image grid against 12.8 for 64 everywhere (see README "Benchmarks").
+    # 128 -> 16 needs 3.05 GFLOP per 64-image grid against 12.8 for 64 everywhere (see README "Benchmarks").
     g_width_top: int = bounded(16, ge=0, le=1024, absent=0)
     d_width: int = bounded(32, ge=1, le=1024)  # channels of D's first block; doubles per block, capped at 4x
     mixing_prob: float = bounded(0.9, ge=0, le=1)  # style-mixing regularisation probability (paper: 0.9)
