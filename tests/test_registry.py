@@ -1,7 +1,9 @@
 import json
 import os
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +12,8 @@ from ganhub.errors import UnknownVariant
 from ganhub.testing import check_variant
 from ganhub.variant import Variant
 from tests.plugin_fixture import make_fake_distribution
+
+ROOT = Path(__file__).resolve().parent.parent
 
 BUILTINS = {"vanilla", "dcgan", "wgan-gp", "sngan", "stylegan-lite"}
 
@@ -35,7 +39,9 @@ def test_builtins_register_through_entry_points():
     assert BUILTINS <= names
     for e in registry.entries():
         if e.name in BUILTINS:
-            assert e.package == f"ganhub-{e.name}" and e.version == "0.1.0"
+            pyproject = (ROOT / "plugins" / e.name / "pyproject.toml").read_text()
+            declared = re.search(r'^version = "([^"]+)"', pyproject, re.M).group(1)  # installed from plugins/
+            assert e.package == f"ganhub-{e.name}" and e.version == declared
             assert isinstance(e.variant, Variant)
     assert not [f for f in registry.failures() if f.package.startswith("ganhub")]
 
