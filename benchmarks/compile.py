@@ -4,22 +4,25 @@ repeats; prints the compile warm-up (first 3 iterations) and img/CPU-s of the ne
 
     python benchmarks/compile.py            # one thread: steady when others share the CPU
 
-On the project's 2-core Xeon: 144-147 img/CPU-s eager vs 140-143 compiled (about 50 s of compiling the
+On the project's 2-core Xeon: 144-147 img/CPU-s eager vs 140-146 compiled (three runs) (about 50 s of compiling the
 first time; inductor's cache makes later runs start in seconds); so ganhub does not compile (README).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import speed  # noqa: E402  (the reference nets and loops, beside this file)
+from ganhub.data import load_dataset
 
-from ganhub.data import load_dataset  # noqa: E402
+# the reference nets and loops of speed.py, beside this file (benchmarks/ is not a package)
+_spec = importlib.util.spec_from_file_location("speed", Path(__file__).resolve().parent / "speed.py")
+speed = sys.modules["speed"] = importlib.util.module_from_spec(_spec)  # dataclasses look it up
+_spec.loader.exec_module(speed)
 
 
 def main() -> None:
