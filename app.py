@@ -66,7 +66,7 @@ from ganhub import registry  # noqa: E402  (after the environment above is set)
 from ganhub.errors import GanhubError  # noqa: E402
 from ganhub.hub import LOWER_IS_BETTER, metric_label  # noqa: E402
 from ganhub.precision import PRECISIONS  # noqa: E402
-from ganhub.run import CONFIG, MODEL, RunFolder  # noqa: E402
+from ganhub.run import CONFIG, MODEL, RunFolder, describe_compute  # noqa: E402
 from ganhub.sample import gif_bytes, interpolate, sample, style_mix, to_grid  # noqa: E402
 from ganhub.source import bundled, load_generator, weights_dir  # noqa: E402
 from ganhub.variant import capabilities, config_to_dict, make_config, supports_classes  # noqa: E402
@@ -481,6 +481,9 @@ def card_text(folder: Path, name: str) -> str:
     if recipe.get("dataset"):
         data = str(recipe["dataset"])
         trained += f" on {DATASETS[data] if data in DATASETS else Path(data).name}"
+    cost = describe_compute(meta)
+    if cost:
+        trained += f" in {cost}"
     metrics = meta.get("metrics") if isinstance(meta.get("metrics"), dict) else {}
     facts = [trained]
     fid = metrics.get("fid")

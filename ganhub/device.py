@@ -41,3 +41,22 @@ def memory_format(device: torch.device) -> torch.memory_format:
 def to_format(x: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
     """x in `fmt` when x is a 4-D batch (B, C, H, W); points and vectors unchanged."""
     return x.contiguous(memory_format=fmt) if x.dim() == 4 else x
+
+
+def describe(device: torch.device) -> str:
+    """What trained a run, for its record and model card: e.g. "CPU (Intel(R) Xeon(R) Processor, 2 threads)",
+    "CUDA (NVIDIA A100-SXM4-40GB)", "MPS (Apple GPU)"."""
+    if device.type == "cuda":
+        return f"CUDA ({torch.cuda.get_device_name(device)})"
+    if device.type == "mps":
+        return "MPS (Apple GPU)"
+    if device.type != "cpu":
+        return device.type
+    model = ""
+    try:  # Linux; elsewhere the thread count alone
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        pass
+    threads = f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}"
+    return f"CPU ({model}, {threads})" if model else f"CPU ({threads})"

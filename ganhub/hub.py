@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ganhub.errors import FolderError, GanhubError
-from ganhub.run import CONFIG, MODEL, README, SAMPLES, RunFolder
+from ganhub.run import CONFIG, MODEL, README, SAMPLES, RunFolder, describe_compute
 
 CARD = README
 FILES = [CONFIG, MODEL, SAMPLES, CARD]  # what a Hub repo holds; never checkpoint/ (resume state stays local)
@@ -398,6 +398,7 @@ def _body(meta: dict[str, Any], folder: Path, repo_id: str | None, revision: str
               "## Training recipe", "",
               f"- dataset: {pretty}", f"- steps: {recipe.get('steps')} (G updates; batch size {recipe.get('batch_size')})",
               f"- seed: {recipe.get('seed')}", f"- command: `{recipe.get('command')}`",
+              f"- compute: {describe_compute(meta) or 'not recorded (trained before ganhub recorded it)'}",
               "- full config: see `config.json`", ""]
     if _dict(meta.get("metrics")):
         lines += ["## Metrics", "",

@@ -4,7 +4,8 @@ A training run's folder, a `weights/` entry and a Hub model repo are the same th
 
     config.json          {"ganhub_format": 2, "variant", "plugin": {package, version}, "config": {full config},
                           "recipe": {dataset, steps, seed, limit, precision, world_size, sync_bn, batch_size,
-                                     global_batch, command}, "step", "metrics"}
+                                     global_batch, command}, "step", "metrics",
+                          "compute": {wall_seconds, cpu_seconds, device, processes}}   (what training cost)
     model.safetensors    the EMA generator, ready to sample (huggingface_hub's PyTorchModelHubMixin layout)
     samples.png          a sample grid (the model card shows it)
     README.md            the model card (written by ganhub.hub)
@@ -338,6 +339,18 @@ def validate_meta(raw: Any, where: Path | str) -> dict[str, Any]:
     meta["step"] = step
     if not isinstance(meta.get("metrics", {}), dict):
         raise bad("metrics", "an object of measured metrics", meta["metrics"])
+    if "compute" in meta:
+        compute = meta["compute"]
+        if not isinstance(compute, dict):
+            raise bad("compute", "an object {wall_seconds, cpu_seconds, device, processes}", compute)
+        for key in ("wall_seconds", "cpu_seconds"):
+            value = compute.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+                raise bad(f"compute.{key}", "a number of seconds >= 0, or null", value)
+        if not isinstance(compute.get("device", ""), str):
+            raise bad("compute.device", "a string", compute["device"])
+        if not _is_int(compute.get("processes", 1)) or compute.get("processes", 1) < 1:
+            raise bad("compute.processes", "an integer >= 1", compute["processes"])
     if "recipe" in meta:
         recipe = meta["recipe"]
         if not isinstance(recipe, dict):
@@ -364,6 +377,24 @@ def validate_meta(raw: Any, where: Path | str) -> dict[str, Any]:
         meta["_v1_keys"] = [k for k in _V1_BEHAVIOUR if k not in raw["config"]]
     meta["ganhub_format"] = FORMAT
     return meta
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def describe_compute(meta: Mapping[str, Any]) -> str | None:
+    """config.json's compute record in words ("14.2 min wall-clock, 27.9 min of CPU time on CPU (..., 2 threads)"),
+    or None when the run did not record it (trained before ganhub did)."""
+    compute = meta.get("compute")
+    if not isinstance(compute, Mapping) or not isinstance(compute.get("wall_seconds"), (int, float)):
+        return None
+    parts = [f"{_duration(compute['wall_seconds'])} wall-clock"]
+    if isinstance(compute.get("cpu_seconds"), (int, float)):
+        parts.append(f"{_duration(compute['cpu_seconds'])} of CPU time" + (" (rank 0)" if compute.get("processes", 1) > 1 else ""))
+    where = compute.get("device") or "an unrecorded device"
+    k = compute.get("processes", 1)
+    return ", ".join(parts) + f" on {where}" + (f" x {k} processes" if k > 1 else "")
 
 
 # ---------------------------------------------------------------------------------------------- the folder
@@ -461,19 +492,23 @@ class RunFolder:
         except ConfigError as e:
             raise FolderError(f"{self.config_path}: {e} (was it written by another version of the plugin?)") from None
 
-    def write_config(self, spec: RunSpec, step: int) -> None:
-        """config.json for `spec` at `step`, keeping the metrics recorded for this very step."""
-        old_metrics = None
+    def write_config(self, spec: RunSpec, step: int, compute: Mapping[str, Any] | None = None) -> None:
+        """config.json for `spec` at `step`, keeping the metrics (and the compute record, unless `compute`
+        replaces it) recorded for this very step. `compute`: what training cost so far, every leg included."""
+        old: dict[str, Any] = {}
         if self.has_config():
             try:
-                old = self.meta
-                old_metrics = old.get("metrics") if old["step"] == step else None
+                meta = self.meta
+                old = meta if meta["step"] == step else {}
             except FolderError:
                 pass
         meta = {"ganhub_format": FORMAT, "variant": spec.variant, "plugin": dict(spec.plugin),
                 "config": spec.config_dict(), "recipe": spec.recipe(self.path), "step": step}
-        if old_metrics:
-            meta["metrics"] = old_metrics
+        compute = compute if compute is not None else old.get("compute")
+        if compute:
+            meta["compute"] = dict(compute)
+        if old.get("metrics"):
+            meta["metrics"] = old["metrics"]
         self._write(self.config_path, (json.dumps(meta, indent=2) + "\n").encode())
 
     def write_metrics(self, metrics: Mapping[str, Any]) -> Path:
@@ -490,10 +525,10 @@ class RunFolder:
         return self.config_path
 
     # ----------------------------------------------------------------------- weights and images
-    def save_model(self, G: nn.Module, spec: RunSpec, step: int) -> None:
-        """model.safetensors (the EMA generator) then config.json at `step`."""
+    def save_model(self, G: nn.Module, spec: RunSpec, step: int, compute: Mapping[str, Any] | None = None) -> None:
+        """model.safetensors (the EMA generator) then config.json at `step` (with `compute`, see write_config)."""
         self._write(self.model_path, state_bytes(G, {"format": "pt", "ganhub_variant": spec.variant, "step": str(step)}))
-        self.write_config(spec, step)
+        self.write_config(spec, step, compute)
 
     def load_model(self, G: nn.Module) -> nn.Module:
         if not self.has_model():

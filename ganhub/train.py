@@ -43,6 +43,7 @@ from ganhub import errors as _errors
 from ganhub import registry
 from ganhub.augment import DiffAugment, resolve_policy
 from ganhub.data import ImageDataset, check_classes, load_dataset
+from ganhub.device import describe as describe_device
 from ganhub.device import memory_format, pick_device, to_format
 from ganhub.errors import ConfigError, DatasetError, FolderError, GanhubError, TrainingDiverged
 from ganhub.precision import resolve as resolve_precision
@@ -421,7 +422,8 @@ class TrainState:
     opts: Optimizers
     step: int = 0
     data_position: int = 0
-    elapsed: float = 0.0
+    elapsed: float = 0.0  # wall-clock seconds of training, over every leg of a resumed run
+    cpu_seconds: float | None = 0.0  # CPU time of rank 0's process, likewise (None: a leg predates this record)
 
 
 def _pack(obj: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -467,7 +469,8 @@ def checkpoint_payload(s: TrainState, rng: list[dict[str, torch.Tensor]]) -> tup
     for rank, states in enumerate(rng):
         for k, v in states.items():
             tensors[f"rng.{rank}.{k}"] = v.detach().cpu().contiguous()
-    meta = {"step": s.step, "data_position": s.data_position, "elapsed": s.elapsed, "world_size": len(rng), "opts": opts}
+    meta = {"step": s.step, "data_position": s.data_position, "elapsed": s.elapsed, "cpu_seconds": s.cpu_seconds,
+            "world_size": len(rng), "opts": opts}
     return tensors, meta
 
 
@@ -485,6 +488,8 @@ def restore_checkpoint(folder: RunFolder, s: TrainState) -> list[dict[str, torch
     except (KeyError, ValueError, RuntimeError) as e:
         raise FolderError(f"{path}: the optimiser state does not fit this variant's optimisers ({e}); start a new run") from None
     s.step, s.data_position, s.elapsed = int(meta["step"]), int(meta.get("data_position", 0)), float(meta.get("elapsed", 0.0))
+    cpu = meta.get("cpu_seconds")  # absent from checkpoints before ganhub recorded it: unknown from then on
+    s.cpu_seconds = float(cpu) if isinstance(cpu, (int, float)) else None
     rng: list[dict[str, torch.Tensor]] = [{} for _ in range(int(meta.get("world_size", 1)))]
     for k, v in tensors.items():
         if k.startswith("rng."):
@@ -530,16 +535,22 @@ class Monitor:
     """Rank 0's view of a run: the loss log, TensorBoard, progress events (img/s, ETA) and health warnings."""
 
     def __init__(self, spec: RunSpec, cfg: BaseConfig, logfile, tb: _TensorBoard, step: int, elapsed: float,
-                 real_diversity: float, log_every: int):
+                 cpu_seconds: float | None, real_diversity: float, log_every: int):
         self.spec, self.cfg, self.log, self.tb, self.log_every = spec, cfg, logfile, tb, log_every
         self.images_per_step = spec.global_batch * cfg.n_critic  # real images D sees per iteration
         self.t0, self.elapsed_before = time.time(), elapsed
+        self.cpu0, self.cpu_before = time.process_time(), cpu_seconds
         self.t_last, self.step_last, self.ips = self.t0, step, 0.0
         self.real_div, self.low_d_streak, self.collapse_warned = real_diversity, 0, False
 
     @property
     def elapsed(self) -> float:
         return self.elapsed_before + time.time() - self.t0
+
+    @property
+    def cpu_seconds(self) -> float | None:
+        """CPU time of this process (all its threads) since the run began; in the app it includes the UI's."""
+        return None if self.cpu_before is None else self.cpu_before + time.process_time() - self.cpu0
 
     def eta(self, step: int) -> float | None:
         return (self.spec.steps - step) * self.images_per_step / self.ips if self.ips > 0 else None
@@ -604,7 +615,9 @@ class Snapshotter:
     def save(self, s: TrainState, rng: list[dict[str, torch.Tensor]], G_ready: nn.Module, pic: Image.Image) -> None:
         tensors, meta = checkpoint_payload(s, rng)
         self.folder.write_checkpoint(tensors, meta)
-        self.folder.save_model(G_ready, self.spec, s.step)
+        compute = {"wall_seconds": round(s.elapsed, 1), "cpu_seconds": None if s.cpu_seconds is None else round(s.cpu_seconds, 1),
+                   "device": describe_device(self.device), "processes": self.spec.world_size}
+        self.folder.save_model(G_ready, self.spec, s.step, compute=compute)
         buf = io.BytesIO()
         pic.save(buf, format="PNG")
         self.folder.write_samples(buf.getvalue())
@@ -818,7 +831,7 @@ class _Training:
         tb = _TensorBoard(folder, self.tensorboard, (s.step + 1) if resume_from is not None else None)
         try:
             with folder.log_writer() as logfile:
-                mon = Monitor(spec, cfg, logfile, tb, s.step, s.elapsed, _diversity(real), self.log_every)
+                mon = Monitor(spec, cfg, logfile, tb, s.step, s.elapsed, s.cpu_seconds, _diversity(real), self.log_every)
                 extra = [f"{len(ds):,} samples"] + ([f"{ds.num_classes} classes"] if cfg.num_classes else [])
                 extra += [f"{ds.skipped} unreadable files skipped"] if ds.skipped else []
                 note = "; no checkpoint yet, starting at step 0" if self.resume and resume_from is None else ""
@@ -877,7 +890,7 @@ class _Training:
                     mid_step = False
                     shown, err = [], None
                     if mon is not None:
-                        s.elapsed = mon.elapsed
+                        s.elapsed, s.cpu_seconds = mon.elapsed, mon.cpu_seconds
                         try:
                             shown = list(mon.after_step(s.step, logs))  # writes the log line (a full disk fails here)
                         except GanhubError as e:

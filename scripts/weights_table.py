@@ -1,7 +1,8 @@
 """Print the README's comparison table of the bundled weights/ from measurements, never by hand.
 
     python scripts/weights_table.py            # reads metrics recorded by `ganhub eval ... --write`
-Parameter counts are counted; sampling time is the median of 5 timed runs of 64 images on this machine
+Training time is what each config.json recorded (CPU time of the training process, wall-clock in
+brackets). Parameter counts are counted; sampling time is the median of 5 timed runs of 64 images on this machine
 (after one warm-up), measured now.
 """
 
@@ -26,6 +27,16 @@ def fmt(metrics: dict, key: str, digits: int = 2) -> str:
     return f"{m['value']:.{digits}f}" if m and m.get("value") is not None else "–"
 
 
+def cost(meta: dict) -> str:
+    """Training time as recorded in config.json: CPU time (wall-clock), or – for weights trained before ganhub
+    recorded it."""
+    c = meta.get("compute") or {}
+    if not isinstance(c.get("wall_seconds"), (int, float)):
+        return "–"
+    cpu = f"{c['cpu_seconds'] / 60:.0f} min" if isinstance(c.get("cpu_seconds"), (int, float)) else "?"
+    return f"{cpu} ({c['wall_seconds'] / 60:.0f} min)"
+
+
 def main() -> None:
     rows = []
     for name in ORDER:
@@ -43,13 +54,13 @@ def main() -> None:
         m = folder.metrics
         cov = m.get("coverage", {})
         rows.append(
-            f"| `{name}` | {folder.spec.steps:,} | {fmt(m, 'fid')} | {fmt(m, 'kid', 1)} | {fmt(m, 'precision')} | "
+            f"| `{name}` | {folder.spec.steps:,} | {cost(folder.meta)} | {fmt(m, 'fid')} | {fmt(m, 'kid', 1)} | {fmt(m, 'precision')} | "
             f"{fmt(m, 'recall')} | {cov.get('value', {}).get('classes', '–') if isinstance(cov.get('value'), dict) else '–'} | "
             f"{fmt(m, 'class_kl', 3)} | {params / 1e6:.2f} M | {statistics.median(times) * 1000:.0f} ms |"
         )
-    print("| variant | steps | FID ↓ | KID ↓ | precision ↑ | recall ↑ | classes | class KL ↓ | G params | 64 samples (CPU, "
+    print("| variant | steps | CPU time (wall) | FID ↓ | KID ↓ | precision ↑ | recall ↑ | classes | class KL ↓ | G params | 64 samples (CPU, "
           f"{torch.get_num_threads()} threads) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 

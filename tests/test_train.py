@@ -101,6 +101,26 @@ def test_the_command_recorded_after_resume_reproduces_the_run(tmp_path, monkeypa
     assert RunFolder(tmp_path / "again").spec == RunFolder(tmp_path / "r").spec
 
 
+def test_compute_is_recorded_adds_up_over_resumes_and_reaches_the_card(tmp_path):
+    """config.json says what training cost (wall-clock, CPU time, device), summed over every leg of a
+    resumed run; the model card and a folder's validation agree with it."""
+    from ganhub.hub import model_card
+    from ganhub.run import describe_compute, validate_meta
+
+    run("dcgan", tmp_path / "r", 3)
+    first = RunFolder(tmp_path / "r").meta["compute"]
+    assert first["wall_seconds"] > 0 and first["cpu_seconds"] > 0 and first["processes"] == 1
+    assert first["device"].startswith("CPU (") and f"{torch.get_num_threads()} thread" in first["device"]
+    run("dcgan", tmp_path / "r", 6, resume=True)
+    meta = RunFolder(tmp_path / "r").meta
+    assert meta["compute"]["wall_seconds"] > first["wall_seconds"] and meta["compute"]["cpu_seconds"] > first["cpu_seconds"]
+    assert f"- compute: {describe_compute(meta)}" in str(model_card(tmp_path / "r"))
+    assert "wall-clock" in describe_compute(meta) and "of CPU time on CPU (" in describe_compute(meta)
+    for bad in ({"wall_seconds": -1}, {"wall_seconds": 3, "cpu_seconds": "lots"}, [], {"wall_seconds": 3, "processes": 0}):
+        with pytest.raises(FolderError, match="compute"):
+            validate_meta({**meta, "compute": bad}, "config.json")
+
+
 def test_stop_event_keeps_a_checkpoint_and_resume_continues(tmp_path):
     stop = threading.Event()
     seen = []
