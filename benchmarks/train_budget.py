@@ -37,7 +37,8 @@ SMALL = 500  # images in the small-data mode (issue 16: "a few hundred of your o
 FID_N = 5000
 GRID_N, GRID_SEED = 36, 0
 REFERENCES = {  # the paper recipes, as config overrides of ganhub's variants
-    "dcgan": {"g_width": 64, "d_width": 64, "ema_half_life_kimg": 0.0, "batch_size": 128},
+    "dcgan": {"g_width": 64, "d_width": 64, "ema_half_life_kimg": 0.0, "batch_size": 128,
+              "lr_g": 2e-4, "lr_d": 2e-4, "betas": (0.5, 0.999)},
 }
 SMALL_REFERENCE = {"augment": "off"}
 

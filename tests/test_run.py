@@ -38,7 +38,7 @@ def rewrite(folder, **changes):
 
 def test_round_trip_is_exact(folder):
     meta = RunFolder(folder).meta
-    assert meta["variant"] == "sngan" and meta["plugin"] == {"package": "ganhub-sngan", "version": "0.1.0"}
+    assert meta["variant"] == "sngan" and meta["plugin"] == {"package": "ganhub-sngan", "version": registry.entry("sngan").version}
     assert meta["config"]["g_width"] == 4 and meta["ganhub_format"] == FORMAT == 2
     a, b = load_generator(folder), load_generator(folder)
     assert torch.equal(sample(a.G, 4, 1), sample(b.G, 4, 1)) and not a.G.training
@@ -66,7 +66,7 @@ def test_format_1_is_migrated_on_read_and_keeps_what_the_old_loop_did():
 
 def test_command_renders_every_non_default_value_and_parses_back():
     v = registry.get("dcgan")
-    cfg = v.make_config(lr_d=3e-4, betas=(0.0, 0.99), label_smoothing=0.1, batch_size=32)
+    cfg = v.make_config(lr_d=3e-4, betas=(0.5, 0.9), label_smoothing=0.1, batch_size=32)
     spec = RunSpec.create(v, cfg, dataset="my images/", steps=10, seed=7, limit=100, precision="bf16")
     command = spec.command("runs/a b")
     argv = shlex.split(command)
@@ -74,7 +74,7 @@ def test_command_renders_every_non_default_value_and_parses_back():
     args = build_parser().parse_args(argv[1:])
     assert (args.dataset, args.steps, args.seed, args.limit, args.precision) == ("my images/", 10, 7, 100, "bf16")
     sets = dict(s.split("=", 1) for s in args.set)
-    assert sets == {"lr_d": "0.0003", "betas": "0.0,0.99", "label_smoothing": "0.1", "batch_size": "32"}
+    assert sets == {"lr_d": "0.0003", "betas": "0.5,0.9", "label_smoothing": "0.1", "batch_size": "32"}
     assert v.make_config(**sets) == cfg  # the --set values give back the very same config
     assert spec.global_batch == 32
     two = RunSpec.create(v, cfg, dataset="fashion-mnist", steps=10, world_size=2, sync_bn=True)
