@@ -6,13 +6,10 @@
 # sngan-cond is sngan with num_classes=10; its samples.png is a grid with one row per class.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-declare -A STEPS=([vanilla]=80000 [dcgan]=25000 [wgan-gp]=2000 [sngan]=15000 [sngan-cond]=12000 [stylegan-lite]=10000)
-# sngan-cond was trained by sngan plugin 0.1, whose defaults were setting C of Miyato et al. (lr 2e-4, betas
-# (0.5, 0.999)) and a 1 kimg EMA; they are spelled out so this script still makes the weights it shipped.
-SNGAN_V01=(--set lr_g=0.0002 --set lr_d=0.0002 --set betas=0.5,0.999 --set ema_half_life_kimg=1.0)
+declare -A STEPS=([vanilla]=80000 [dcgan]=25000 [wgan-gp]=2000 [sngan]=6500 [sngan-cond]=12000 [stylegan-lite]=15000)
 run() {  # name
   local v=$1 variant=$1 extra=()
-  [[ $v == sngan-cond ]] && variant=sngan extra=(--precision fp32 --set num_classes=10 "${SNGAN_V01[@]}")
+  [[ $v == sngan-cond ]] && variant=sngan extra=(--precision fp32 --set num_classes=10)
   [[ -f "runs/weights-$v/checkpoint/training.safetensors" ]] && extra+=(--resume)
   OMP_NUM_THREADS=1 ganhub train "$variant" --dataset fashion-mnist --steps "${STEPS[$v]}" --seed 0 \
     --out "runs/weights-$v" --checkpoint-every 1000 --quiet "${extra[@]}"
