@@ -6,7 +6,7 @@
 # sngan-cond is sngan with num_classes=10; its samples.png is a grid with one row per class.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-declare -A STEPS=([vanilla]=80000 [dcgan]=25000 [wgan-gp]=2000 [sngan]=6500 [sngan-cond]=12000 [stylegan-lite]=15000)
+declare -A STEPS=([vanilla]=80000 [dcgan]=12000 [wgan-gp]=2000 [sngan]=6500 [sngan-cond]=12000 [stylegan-lite]=15000)
 run() {  # name
   local v=$1 variant=$1 extra=()
   [[ $v == sngan-cond ]] && variant=sngan extra=(--precision fp32 --set num_classes=10)
