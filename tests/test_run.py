@@ -5,6 +5,7 @@ import os
 import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,10 +51,13 @@ def test_bundled_weights_load_by_name():
     assert loaded.path.name == "dcgan" and sample(loaded.G, 2, 0).shape == (2, 1, 32, 32)
 
 
-def test_format_1_is_migrated_on_read_and_keeps_what_the_old_loop_did():
-    raw = json.loads((weights_dir() / "dcgan" / "config.json").read_text())
+def test_format_1_is_migrated_on_read_and_keeps_what_the_old_loop_did(tmp_path):
+    # config.json of the weights/dcgan that ganhub shipped before contract v2 (dcgan plugin 0.1)
+    raw = json.loads((Path(__file__).parent / "fixtures" / "format1-dcgan-config.json").read_text())
     assert raw["ganhub_format"] == 1 and "reuse_fakes" not in raw["config"]
-    f = RunFolder(weights_dir() / "dcgan")
+    (tmp_path / "dcgan").mkdir()
+    (tmp_path / "dcgan" / "config.json").write_text(json.dumps(raw))
+    f = RunFolder(tmp_path / "dcgan")
     spec = f.spec
     assert f.meta["ganhub_format"] == 2 and f.metrics["fid"]["value"] == raw["metrics"]["fid"]["value"]
     assert (spec.precision, spec.world_size, spec.sync_bn, spec.global_batch) == ("fp32", 1, False, 64)
