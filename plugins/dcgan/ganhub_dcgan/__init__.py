@@ -30,10 +30,11 @@ class Config(BaseConfig):
     d_width: int = bounded(48, ge=1, le=1024)  # channels of D's first layer; doubles toward the 4x4 output
     label_smoothing: float = bounded(0.0, ge=0, lt=1)  # one-sided: D's real targets become 1 - this (Salimans et al. 2016)
     batch_size: int = 64
-    # Not the paper's lr 2e-4, betas (0.5, 0.999), no EMA: 5 minutes on a 2-core CPU (benchmarks/train_budget.py,
-    # README "Benchmarks", two 1-thread runs side by side per pair) gave FID 145.5 with those lrs and betas,
-    # 105.1 at lr 1e-3, 88.0 with betas (0, 0.99) too, and 66.4 with a 5 kimg EMA of G on top (10 and 20 kimg:
-    # 68.4, 68.0). Plugin 0.1 used the paper's lrs and betas and ganhub's 1 kimg EMA.
+    # Not the paper's lr 2e-4 and betas (0.5, 0.999) (plugin 0.1 used them, with ganhub's 1 kimg EMA). Five
+    # minutes on a 2-core CPU (benchmarks/train_budget.py, README "Benchmarks", two 1-thread runs side by side
+    # per pair) gave FID 145.5 with those, 105.1 at lr 1e-3, 88.0 with betas (0, 0.99) too, and 66.4 with a
+    # 5 kimg EMA of G on top (10 and 20 kimg: 68.4, 68.0). A quiet 2-thread run of these defaults: 76.9
+    # (0.1: 123.6); the bundled weights/dcgan, 12,000 steps: 58.3 (0.1's 5,000 steps: 124.5).
     lr_g: float = 1e-3
     lr_d: float = 1e-3
     betas: tuple[float, float] = (0.0, 0.99)
