@@ -5,7 +5,7 @@ A training run's folder, a `weights/` entry and a Hub model repo are the same th
     config.json          {"ganhub_format": 2, "variant", "plugin": {package, version}, "config": {full config},
                           "recipe": {dataset, steps, seed, limit, precision, world_size, sync_bn, batch_size,
                                      global_batch, command}, "step", "metrics",
-                          "compute": {wall_seconds, cpu_seconds, device, processes}}   (what training cost)
+                          "compute": {wall_seconds, cpu_seconds, device (each leg's), processes}}   (what training cost)
     model.safetensors    the EMA generator, ready to sample (huggingface_hub's PyTorchModelHubMixin layout)
     samples.png          a sample grid (the model card shows it)
     README.md            the model card (written by ganhub.hub)

@@ -424,6 +424,7 @@ class TrainState:
     data_position: int = 0
     elapsed: float = 0.0  # wall-clock seconds of training, over every leg of a resumed run
     cpu_seconds: float | None = 0.0  # CPU time of rank 0's process, likewise (None: a leg predates this record)
+    devices: list[str] = field(default_factory=list)  # what trained each leg (ganhub.device.describe), in order
 
 
 def _pack(obj: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -470,7 +471,7 @@ def checkpoint_payload(s: TrainState, rng: list[dict[str, torch.Tensor]]) -> tup
         for k, v in states.items():
             tensors[f"rng.{rank}.{k}"] = v.detach().cpu().contiguous()
     meta = {"step": s.step, "data_position": s.data_position, "elapsed": s.elapsed, "cpu_seconds": s.cpu_seconds,
-            "world_size": len(rng), "opts": opts}
+            "devices": s.devices, "world_size": len(rng), "opts": opts}
     return tensors, meta
 
 
@@ -490,6 +491,8 @@ def restore_checkpoint(folder: RunFolder, s: TrainState) -> list[dict[str, torch
     s.step, s.data_position, s.elapsed = int(meta["step"]), int(meta.get("data_position", 0)), float(meta.get("elapsed", 0.0))
     cpu = meta.get("cpu_seconds")  # absent from checkpoints before ganhub recorded it: unknown from then on
     s.cpu_seconds = float(cpu) if isinstance(cpu, (int, float)) else None
+    devices = meta.get("devices")
+    s.devices = [str(d) for d in devices] if isinstance(devices, list) else ["an unrecorded device"]
     rng: list[dict[str, torch.Tensor]] = [{} for _ in range(int(meta.get("world_size", 1)))]
     for k, v in tensors.items():
         if k.startswith("rng."):
@@ -616,7 +619,7 @@ class Snapshotter:
         tensors, meta = checkpoint_payload(s, rng)
         self.folder.write_checkpoint(tensors, meta)
         compute = {"wall_seconds": round(s.elapsed, 1), "cpu_seconds": None if s.cpu_seconds is None else round(s.cpu_seconds, 1),
-                   "device": describe_device(self.device), "processes": self.spec.world_size}
+                   "device": ", then ".join(s.devices), "processes": self.spec.world_size}
         self.folder.save_model(G_ready, self.spec, s.step, compute=compute)
         buf = io.BytesIO()
         pic.save(buf, format="PNG")
@@ -817,6 +820,9 @@ class _Training:
                 return
         elif world.size > 1:
             torch.manual_seed(spec.seed * world.size + world.rank)  # each rank draws its own latents
+        here = describe_device(dev)
+        if not s.devices or s.devices[-1] != here:  # a leg on other hardware (or threads) adds itself
+            s.devices.append(here)
         batches = Batches(ds, cfg.batch_size, spec.seed, dev, world)
         batches.position = s.data_position
         policy = resolve_policy(cfg.augment, len(ds), ds.kind)

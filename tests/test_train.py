@@ -111,9 +111,16 @@ def test_compute_is_recorded_adds_up_over_resumes_and_reaches_the_card(tmp_path)
     first = RunFolder(tmp_path / "r").meta["compute"]
     assert first["wall_seconds"] > 0 and first["cpu_seconds"] > 0 and first["processes"] == 1
     assert first["device"].startswith("CPU (") and f"{torch.get_num_threads()} thread" in first["device"]
-    run("dcgan", tmp_path / "r", 6, resume=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)  # the second leg runs on other "hardware": both legs are named
+    try:
+        run("dcgan", tmp_path / "r", 6, resume=True)
+    finally:
+        torch.set_num_threads(threads)
     meta = RunFolder(tmp_path / "r").meta
     assert meta["compute"]["wall_seconds"] > first["wall_seconds"] and meta["compute"]["cpu_seconds"] > first["cpu_seconds"]
+    assert meta["compute"]["device"] == first["device"] + ", then " + first["device"].replace(
+        f"{threads} thread{'s' if threads != 1 else ''}", f"{threads + 1} threads")
     assert f"- compute: {describe_compute(meta)}" in str(model_card(tmp_path / "r"))
     assert "wall-clock" in describe_compute(meta) and "of CPU time on CPU (" in describe_compute(meta)
     for bad in ({"wall_seconds": -1}, {"wall_seconds": 3, "cpu_seconds": "lots"}, [], {"wall_seconds": 3, "processes": 0}):
