@@ -104,25 +104,26 @@ def test_the_command_recorded_after_resume_reproduces_the_run(tmp_path, monkeypa
 def test_compute_is_recorded_adds_up_over_resumes_and_reaches_the_card(tmp_path):
     """config.json says what training cost (wall-clock, CPU time, device), summed over every leg of a
     resumed run; the model card and a folder's validation agree with it."""
+    from ganhub.device import describe, pick_device
     from ganhub.hub import model_card
     from ganhub.run import describe_compute, validate_meta
 
     run("dcgan", tmp_path / "r", 3)
     first = RunFolder(tmp_path / "r").meta["compute"]
     assert first["wall_seconds"] > 0 and first["cpu_seconds"] > 0 and first["processes"] == 1
-    assert first["device"].startswith("CPU (") and f"{torch.get_num_threads()} thread" in first["device"]
+    assert first["device"] == describe(pick_device())  # e.g. "CPU (<model name>, 2 threads)"
     threads = torch.get_num_threads()
-    torch.set_num_threads(threads + 1)  # the second leg runs on other "hardware": both legs are named
+    torch.set_num_threads(threads + 1)  # the second leg runs on other "hardware" (on a CPU): both legs are named
     try:
+        second = describe(pick_device())
         run("dcgan", tmp_path / "r", 6, resume=True)
     finally:
         torch.set_num_threads(threads)
     meta = RunFolder(tmp_path / "r").meta
     assert meta["compute"]["wall_seconds"] > first["wall_seconds"] and meta["compute"]["cpu_seconds"] > first["cpu_seconds"]
-    assert meta["compute"]["device"] == first["device"] + ", then " + first["device"].replace(
-        f"{threads} thread{'s' if threads != 1 else ''}", f"{threads + 1} threads")
+    assert meta["compute"]["device"] == (first["device"] if second == first["device"] else f"{first['device']}, then {second}")
     assert f"- compute: {describe_compute(meta)}" in str(model_card(tmp_path / "r"))
-    assert "wall-clock" in describe_compute(meta) and "of CPU time on CPU (" in describe_compute(meta)
+    assert "wall-clock" in describe_compute(meta) and f"of CPU time on {meta['compute']['device']}" in describe_compute(meta)
     for bad in ({"wall_seconds": -1}, {"wall_seconds": 3, "cpu_seconds": "lots"}, [], {"wall_seconds": 3, "processes": 0}):
         with pytest.raises(FolderError, match="compute"):
             validate_meta({**meta, "compute": bad}, "config.json")
