@@ -389,11 +389,11 @@ def describe_compute(meta: Mapping[str, Any]) -> str | None:
     compute = meta.get("compute")
     if not isinstance(compute, Mapping) or not isinstance(compute.get("wall_seconds"), (int, float)):
         return None
+    k = compute.get("processes", 1)
     parts = [f"{_duration(compute['wall_seconds'])} wall-clock"]
     if isinstance(compute.get("cpu_seconds"), (int, float)):
-        parts.append(f"{_duration(compute['cpu_seconds'])} of CPU time" + (" (rank 0)" if compute.get("processes", 1) > 1 else ""))
+        parts.append(f"{_duration(compute['cpu_seconds'])} of CPU time" + (" (rank 0)" if k > 1 else ""))
     where = compute.get("device") or "an unrecorded device"
-    k = compute.get("processes", 1)
     return ", ".join(parts) + f" on {where}" + (f" x {k} processes" if k > 1 else "")
 
 
@@ -498,8 +498,8 @@ class RunFolder:
         old: dict[str, Any] = {}
         if self.has_config():
             try:
-                meta = self.meta
-                old = meta if meta["step"] == step else {}
+                current = self.meta
+                old = current if current["step"] == step else {}
             except FolderError:
                 pass
         meta = {"ganhub_format": FORMAT, "variant": spec.variant, "plugin": dict(spec.plugin),
