@@ -27,7 +27,9 @@ import torch
 
 from ganhub.augment import resolve_policy
 from ganhub.cli import parse_sets
+from ganhub.device import pick_device
 from ganhub.errors import GanhubError
+from ganhub.precision import resolve as resolve_precision
 from ganhub.run import RunFolder
 from ganhub.sample import sample, save_images
 from ganhub.source import load_generator
@@ -43,7 +45,8 @@ REFERENCES = {  # the paper recipes, as config overrides of ganhub's variants
 SMALL_REFERENCE = {"augment": "off"}
 
 
-def run(variant: str, overrides: dict, minutes: float, out: Path, seed: int, limit: int | None) -> dict:
+def run(variant: str, overrides: dict, minutes: float, out: Path, seed: int, limit: int | None,
+        precision: str = "auto") -> dict:
     """Train for `minutes` of wall-clock time into a fresh `out`; returns what was done and where."""
     shutil.rmtree(out, ignore_errors=True)
     stop = threading.Event()
@@ -61,6 +64,7 @@ def run(variant: str, overrides: dict, minutes: float, out: Path, seed: int, lim
             overrides=overrides,
             stop=stop,
             limit=limit,
+            precision=precision,
             checkpoint_every=10**9,
             preview_every=10**9,
         )
@@ -79,6 +83,7 @@ def run(variant: str, overrides: dict, minutes: float, out: Path, seed: int, lim
         "overrides": overrides,
         "dataset": f"fashion-mnist, first {limit} training images" if limit else "fashion-mnist",
         "augment": resolve_policy(cfg.get("augment", "off"), n_images, cfg.get("data", "image")) or "off",
+        "precision": f"{precision} ({resolve_precision(precision, pick_device())} here)",
         "steps": steps,
         "real_images_seen": images,
         "wall_s": round(wall, 1),
@@ -109,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--small", action="store_true", help=f"small-data mode: the first {SMALL} training images")
     ap.add_argument("--limit", type=int, help="train on the first N training images (--small = --limit 500)")
+    ap.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"),
+                    help="training precision of every run (default auto, as `ganhub train`)")
     ap.add_argument("--no-reference", action="store_true", help="skip the reference run")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config field of the default run (repeatable): to measure a lever")
@@ -135,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = []
         for overrides, out in runs:
-            r = run(args.variant, overrides, args.minutes, out, args.seed, limit)
+            r = run(args.variant, overrides, args.minutes, out, args.seed, limit, args.precision)
             measure(r, args.fid_n)
             results.append(r)
             print(json.dumps(r), flush=True)

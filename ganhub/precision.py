@@ -1,12 +1,12 @@
 """Numeric precision of training: `auto | bf16 | fp32`, one rule for the CLI, the app and the library.
 
 bf16 autocast (no loss scaling needed, unlike fp16) pays where the hardware multiplies bf16 faster than
-fp32: CUDA GPUs of compute capability >= 8 (Ampere on) and CPUs with AMX (Sapphire Rapids on, when the
-OS or hypervisor exposes it). AVX512-BF16 alone does not pay: its dot product issues on one port where
-fp32 FMAs use two, so the peak is the same and the conversions make bf16 slower (measured on this
-project's 2-core Xeon, AVX512-BF16 without AMX: bf16 matmul 78 against 140 GFLOP/s fp32 per core, the
-reference DCGAN 0.9x). Elsewhere "auto" means fp32; an explicit "bf16" is honoured anyway (the user
-asked). Gradient penalties, R1 and the spectral-norm power iteration run under `fp32()`.
+fp32: CUDA GPUs of compute capability >= 8 (Ampere on); Intel CPUs with AMX (Sapphire Rapids on, when the
+OS or hypervisor exposes it); AMD CPUs with AVX512-BF16 (Zen 4 on). Intel's AVX512-BF16 without AMX does
+not pay: `benchmarks/speed.py --part train` trained the reference DCGAN at 0.82x its fp32 speed in bf16
+on this project's 2-core Xeon (AVX512-BF16, AMX not exposed by the VM), and at 1.52x on a 2-core EPYC
+(Zen 4, AVX512-BF16) with the same torch. Elsewhere "auto" means fp32; an explicit "bf16" is honoured
+anyway (the user asked). Gradient penalties, R1 and the spectral-norm power iteration run under `fp32()`.
 """
 
 from __future__ import annotations
@@ -24,23 +24,42 @@ _AUTOCAST_TYPES = ("cpu", "cuda", "mps", "xpu")
 _CPUINFO = "/proc/cpuinfo"  # Linux; elsewhere torch's probe decides
 
 
-@functools.lru_cache(maxsize=1)
-def _cpu_bf16() -> bool:
-    """AMX-BF16 on this CPU (see the module docstring): torch's own probe when present, else /proc/cpuinfo."""
-    try:
-        caps = torch._C._cpu._get_cpu_capability()  # dict of ISA flags (torch >= 2.3)
-        if isinstance(caps, dict) and "amx_bf16" in caps:
-            return bool(caps["amx_bf16"])
-    except (AttributeError, RuntimeError):
-        pass
+def bf16_pays_on_cpu(vendor: str, flags: set[str]) -> bool:
+    """The rule for CPUs, from their vendor (/proc/cpuinfo's vendor_id) and ISA flags (see the module docstring)."""
+    if "amx_bf16" in flags:
+        return True
+    return "avx512_bf16" in flags and vendor == "AuthenticAMD"
+
+
+def _read_cpuinfo() -> tuple[str, set[str]]:
+    """(vendor_id, flags) of the first CPU in /proc/cpuinfo; ("", set()) where there is none."""
+    vendor, flags = "", set()
     try:
         with open(_CPUINFO) as f:
             for line in f:
-                if line.startswith("flags"):
-                    return "amx_bf16" in line.split(":", 1)[1].split()
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "vendor_id" and not vendor:
+                    vendor = value.strip()
+                elif key == "flags":
+                    flags = set(value.split())
+                    break
     except OSError:
         pass
-    return False
+    return vendor, flags
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_bf16() -> bool:
+    """bf16_pays_on_cpu for this CPU: torch's own ISA probe where it has one, /proc/cpuinfo for the vendor."""
+    vendor, flags = _read_cpuinfo()
+    try:
+        caps = torch._C._cpu._get_cpu_capability()  # dict of ISA flags (torch >= 2.3)
+        if isinstance(caps, dict):
+            flags |= {k for k in ("amx_bf16", "avx512_bf16") if caps.get(k)}
+    except (AttributeError, RuntimeError):
+        pass
+    return bf16_pays_on_cpu(vendor, flags)
 
 
 def native_bf16(device: str | torch.device) -> bool:

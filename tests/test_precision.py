@@ -30,6 +30,17 @@ def test_auto_follows_native_bf16_on_cpu(cpu_bf16):
     assert not precision.native_bf16("cpu") and precision.resolve("auto", "cpu") == "fp32"
 
 
+@pytest.mark.parametrize(("vendor", "flags", "want"), [
+    ("GenuineIntel", {"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}, True),  # Sapphire Rapids with AMX
+    ("GenuineIntel", {"avx512f", "avx512_bf16"}, False),  # AVX512-BF16 alone: measured slower than fp32
+    ("AuthenticAMD", {"avx512f", "avx512_bf16"}, True),  # Zen 4 on: measured 1.5x fp32
+    ("AuthenticAMD", {"avx2", "fma"}, False),  # Zen 3 and older
+    ("", set(), False),  # no /proc/cpuinfo (macOS, Windows)
+])
+def test_cpu_rule_by_vendor_and_flags(vendor, flags, want):
+    assert precision.bf16_pays_on_cpu(vendor, flags) is want
+
+
 def test_explicit_choices_are_kept(cpu_bf16):
     cpu_bf16(False)
     assert precision.resolve("bf16", "cpu") == "bf16"  # asked for: honoured even where emulated
@@ -62,13 +73,15 @@ def test_bad_choice_is_a_config_error_naming_it(bad):
     assert isinstance(e.value, GanhubError)
 
 
-@pytest.mark.parametrize(("flags", "want"), [("fpu amx_tile amx_bf16 amx_int8 avx512_bf16", True),
-                                            ("fpu amx_tile amx_bf16", True),
-                                            ("fpu sse avx512f avx512_bf16 avx512bw", False),  # no faster than fp32
-                                            ("fpu sse avx2 avx512f avx512bw", False)])
-def test_cpu_flags_from_proc_cpuinfo_when_torch_cannot_tell(monkeypatch, tmp_path, flags, want):
+@pytest.mark.parametrize(("vendor", "flags", "want"), [("GenuineIntel", "fpu amx_tile amx_bf16 amx_int8 avx512_bf16", True),
+                                                      ("GenuineIntel", "fpu amx_tile amx_bf16", True),
+                                                      ("GenuineIntel", "fpu sse avx512f avx512_bf16 avx512bw", False),
+                                                      ("AuthenticAMD", "fpu sse avx512f avx512_bf16 avx512bw", True),
+                                                      ("AuthenticAMD", "fpu sse avx2 avx512f avx512bw", False)])
+def test_cpu_flags_from_proc_cpuinfo_when_torch_cannot_tell(monkeypatch, tmp_path, vendor, flags, want):
     info = tmp_path / "cpuinfo"
-    info.write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: {flags}\n\n")
+    info.write_text(f"processor\t: 0\nvendor_id\t: {vendor}\nmodel name\t: Test CPU\nflags\t\t: {flags}\n\n"
+                    f"processor\t: 1\nvendor_id\t: {vendor}\nflags\t\t: fpu\n")
 
     def no_probe():
         raise AttributeError("no _get_cpu_capability in this torch")
@@ -87,8 +100,9 @@ def test_torch_probe_agrees_with_proc_cpuinfo():
         flags = next(ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")).split(":", 1)[1].split()
     except (OSError, StopIteration):
         pytest.skip("no /proc/cpuinfo here")
+    vendor = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("vendor_id")), "")
     precision._cpu_bf16.cache_clear()
-    assert precision._cpu_bf16() is ("amx_bf16" in flags)
+    assert precision._cpu_bf16() is precision.bf16_pays_on_cpu(vendor, set(flags))
 
 
 def test_autocast_and_fp32_contexts():
