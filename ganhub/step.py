@@ -43,6 +43,29 @@ class Optimizers:
         for s, sd in zip(self.schedulers, state.get("schedulers", [])):
             s.load_state_dict(sd)
 
+    def scale_lr(self, factor: float) -> None:
+        """Every parameter group's learning rate becomes its initial one times `factor` (see `lr_factor`).
+
+        The initial rate is kept in the group as "initial_lr" (torch's schedulers use the same key), so it
+        travels with the optimiser's state through checkpoints and a resumed run scales the same base.
+        """
+        for opt in (self.G, self.D):
+            for group in opt.param_groups:
+                group.setdefault("initial_lr", group["lr"])
+                group["lr"] = group["initial_lr"] * factor
+
+
+def lr_factor(step: int, total: int, decay: float) -> float:
+    """Learning-rate multiplier of iteration `step` (0-based) of a `total`-step run with `lr_decay=decay`.
+
+    1 until the last `decay` fraction of the run, then linear toward 0 (Miyato et al. 2018 decayed
+    linearly over the whole run, decay=1). A function of the step alone: a resumed run follows it exactly.
+    """
+    if decay <= 0 or total <= 0:
+        return 1.0
+    span = decay * total
+    return min(1.0, max(0.0, (total - step) / span))
+
 
 def make_optimizers(variant: Variant, G: nn.Module, D: nn.Module, cfg: BaseConfig) -> Optimizers:
     """The variant's make_optimizers(G, D, cfg), checked; default Adam(lr_g / lr_d, betas)."""

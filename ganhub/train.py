@@ -49,7 +49,7 @@ from ganhub.errors import ConfigError, DatasetError, FolderError, GanhubError, T
 from ganhub.precision import resolve as resolve_precision
 from ganhub.run import BUILTIN_DATASETS, RunFolder, RunSpec, load_state_strict
 from ganhub.sample import generate, latents, scatter, seeded, to_grid
-from ganhub.step import Optimizers, PhaseRunner, make_optimizers
+from ganhub.step import Optimizers, PhaseRunner, lr_factor, make_optimizers
 from ganhub.variant import BaseConfig, Variant, build_models, call_G, config_to_dict, make_config
 
 log = logging.getLogger("ganhub.train")
@@ -764,7 +764,11 @@ class _Training:
             dist.broadcast_module(m, world)
         if self.spec.sync_bn and world.size > 1:
             G, D = nn.SyncBatchNorm.convert_sync_batchnorm(G), nn.SyncBatchNorm.convert_sync_batchnorm(D)
-        return TrainState(G, D, G_ema, make_optimizers(self.v, G, D, self.cfg))
+        opts = make_optimizers(self.v, G, D, self.cfg)
+        if self.cfg.lr_decay and opts.schedulers:
+            raise ConfigError(f"{self.v.name} brings its own learning-rate schedulers, so lr_decay cannot also "
+                              "change the rates; --set lr_decay=0")
+        return TrainState(G, D, G_ema, opts)
 
     # ------------------------------------------------------------------ the event stream
     def events(self) -> Iterator[Event]:
@@ -883,6 +887,8 @@ class _Training:
             try:
                 while s.step < spec.steps:
                     mid_step = True
+                    if cfg.lr_decay:
+                        s.opts.scale_lr(lr_factor(s.step, spec.steps, cfg.lr_decay))
                     try:
                         logs = runner.run(batches, s.step)
                     except TrainingDiverged as e:

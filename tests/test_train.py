@@ -14,6 +14,7 @@ from ganhub.cli import main
 from ganhub.errors import ConfigError, DatasetError, FolderError, TrainingDiverged
 from ganhub.run import RunFolder, RunSpec
 from ganhub.sample import sample
+from ganhub.step import lr_factor
 from ganhub.source import load_generator, weights_dir
 from ganhub.train import Event, estimate_memory, train, train_spec, update_ema
 
@@ -81,6 +82,49 @@ def test_resume_is_exact_in_bf16(tmp_path):
     assert RunFolder(tmp_path / "twice").spec.precision == "bf16"
     assert "--precision bf16" in RunFolder(tmp_path / "twice").meta["recipe"]["command"]
     assert not same_files(tmp_path / "once", tmp_path / "twice")
+
+
+def test_lr_factor_is_flat_then_linear_to_zero():
+    assert [lr_factor(t, 10, 0.5) for t in range(10)] == [1, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2]
+    assert [lr_factor(t, 4, 1.0) for t in range(4)] == [1, 0.75, 0.5, 0.25]  # Miyato et al.: the whole run
+    assert all(lr_factor(t, 10, 0.0) == 1 for t in range(10))
+
+
+def _lrs(folder) -> list[float]:
+    _, meta = RunFolder(folder).read_checkpoint()
+    return [g["lr"] for net in ("G", "D") for g in meta["opts"][net]["param_groups"]]
+
+
+def test_lr_decay_lowers_the_rates_and_a_stopped_run_resumes_exactly(tmp_path):
+    """lr_decay=0.5 of 6 steps: steps 4-6 train at 2/3, 1/3 ... of the rate; stop at 3 + resume == one go."""
+    sets = {**tiny("dcgan"), "lr_decay": 0.5}
+    run("dcgan", tmp_path / "once", 6, overrides=sets)
+    lr = registry.get("dcgan").config_cls().lr_g
+    assert _lrs(tmp_path / "once") == pytest.approx([lr / 3] * 2)  # the rate of the last step (step index 5)
+    stop = threading.Event()
+    for ev in train("dcgan", dataset="fashion-mnist", steps=6, out=tmp_path / "twice", limit=LIMIT, overrides=sets,
+                    precision="fp32", stop=stop, tensorboard=False):
+        if ev.kind == "step" and ev.step == 3:
+            stop.set()
+    assert RunFolder(tmp_path / "twice").step == 3 and _lrs(tmp_path / "twice") == pytest.approx([lr] * 2)
+    run("dcgan", tmp_path / "twice", 6, resume=True)
+    assert not same_files(tmp_path / "once", tmp_path / "twice")
+    run("dcgan", tmp_path / "flat", 6)  # the same run without decay ends elsewhere
+    assert same_files(tmp_path / "once", tmp_path / "flat") and _lrs(tmp_path / "flat") == pytest.approx([lr] * 2)
+
+
+def test_lr_decay_is_refused_beside_a_plugins_own_schedulers(tmp_path):
+    v = registry.get("dcgan")
+
+    def with_scheduler(G, D, cfg):
+        opt_G, opt_D = torch.optim.Adam(G.parameters()), torch.optim.Adam(D.parameters())
+        return opt_G, opt_D, [torch.optim.lr_scheduler.LambdaLR(opt_G, lambda t: 1.0)]
+
+    mine = dataclasses.replace(v, name="dcgan-sched", make_optimizers=with_scheduler)
+    kw = dict(dataset="fashion-mnist", steps=2, limit=LIMIT, precision="fp32", tensorboard=False)
+    with pytest.raises(ConfigError, match="its own learning-rate schedulers.*lr_decay=0"):
+        list(train(mine, out=tmp_path / "r", overrides={**tiny("dcgan"), "lr_decay": 0.5}, **kw))
+    assert list(train(mine, out=tmp_path / "ok", overrides=tiny("dcgan"), **kw))[-1].kind == "done"
 
 
 def test_the_command_recorded_after_resume_reproduces_the_run(tmp_path, monkeypatch):
