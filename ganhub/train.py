@@ -824,7 +824,7 @@ class _Training:
                 return
         elif world.size > 1:
             torch.manual_seed(spec.seed * world.size + world.rank)  # each rank draws its own latents
-        here = describe_device(dev)
+        here = f"{describe_device(dev)} in {self.precision}"  # auto resolves per machine: say what ran
         if not s.devices or s.devices[-1] != here:  # a leg on other hardware (or threads) adds itself
             s.devices.append(here)
         batches = Batches(ds, cfg.batch_size, spec.seed, dev, world)

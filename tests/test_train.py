@@ -155,11 +155,11 @@ def test_compute_is_recorded_adds_up_over_resumes_and_reaches_the_card(tmp_path)
     run("dcgan", tmp_path / "r", 3)
     first = RunFolder(tmp_path / "r").meta["compute"]
     assert first["wall_seconds"] > 0 and first["cpu_seconds"] > 0 and first["processes"] == 1
-    assert first["device"] == describe(pick_device())  # e.g. "CPU (<model name>, 2 threads)"
+    assert first["device"] == f"{describe(pick_device())} in fp32"  # e.g. "CPU (<model name>, 2 threads) in fp32"
     threads = torch.get_num_threads()
     torch.set_num_threads(threads + 1)  # the second leg runs on other "hardware" (on a CPU): both legs are named
     try:
-        second = describe(pick_device())
+        second = f"{describe(pick_device())} in fp32"
         run("dcgan", tmp_path / "r", 6, resume=True)
     finally:
         torch.set_num_threads(threads)

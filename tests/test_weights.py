@@ -46,14 +46,17 @@ def test_weights_folder_is_complete_and_documented(name):
 def test_independent_evaluation_agrees(tmp_path, name):
     n = 1000
     ours = evaluate(name, metrics="fid", n=n, seed=0)["metrics"]["fid"]["value"]
-    assert main(["sample", name, "--n", str(n), "--seed", "123", "--out", str(tmp_path / "pngs")]) == 0
+    # the same latents (ganhub sample --seed 0 draws the images evaluate(seed=0) scores), through another path:
+    # PNG files on disk, torch-fidelity's own loader and FID. Other latents would add sampling noise of
+    # +-10 % at n = 1,000 (dcgan: 46.3 to 54.6 over four seeds), which hides a pipeline error that size.
+    assert main(["sample", name, "--n", str(n), "--seed", "0", "--out", str(tmp_path / "pngs")]) == 0
     real = load_dataset("fashion-mnist", split="test")
     theirs = torch_fidelity.calculate_metrics(
         input1=str(tmp_path / "pngs"), input2=RealImages(real.images[torch.randperm(10000, generator=torch.Generator().manual_seed(0))[:n]]),
         feature_extractor="ganhub-fmnist", fid=True, cuda=False, cache=False, verbose=False, save_cpu_ram=True,
     )["frechet_inception_distance"]
-    # different latents and real subsets: agreement within sampling noise, not bit for bit
-    assert theirs == pytest.approx(ours, rel=0.1), (ours, theirs)
+    # equal for generators without internal noise (both score 8-bit images); stylegan-lite draws its noise anew: 0.5 %
+    assert theirs == pytest.approx(ours, rel=0.01), (ours, theirs)
 
 
 def test_bundled_conditional_sngan_draws_the_class_asked_for():
