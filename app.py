@@ -856,7 +856,7 @@ def train_gan(variant: str, dataset: str, upload, steps: float, run: str, config
         shown = None
         while place := LINE.turn(job):
             if job.stop_reason:
-                yield gr.skip(), gr.skip(), "You left the line; nothing was trained.", gr.skip()
+                yield gr.skip(), gr.skip(), LEFT_LINE, gr.skip()
                 return
             text = (f"**Waiting for a free slot: you are number {place} in line.** {len(LINE.running)} trainings are "
                     f"running and this server runs {LIMITS.slots} at once, so that every visitor's training stays "
@@ -918,6 +918,9 @@ def done_text(ev: dict, name: str, reason: str) -> str:
     return f"**Stopped at step {step:,}** ({why}); the run is kept. Press **Train** to continue it."
 
 
+LEFT_LINE = "You left the line; nothing was trained."
+
+
 def stop_training(run: str, visitor: str, request: gr.Request) -> str:
     """Stop your training after the current step (keeping a checkpoint), or leave the line if it is waiting.
 
@@ -932,7 +935,8 @@ def stop_training(run: str, visitor: str, request: gr.Request) -> str:
         return "Nothing of yours is training or waiting right now."
     waiting = job.state == "waiting"
     job.stop("stop")
-    return ("Leaving the line…" if waiting else
+    # the same words the waiting training shows as it leaves: both write the status box, in either order
+    return (LEFT_LINE if waiting else
             "Stopping after the current step; the run is kept: press **Train** to continue it.")
 
 

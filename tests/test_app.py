@@ -309,7 +309,7 @@ def test_a_waiting_visitor_is_told_why_and_can_leave(app_module, client, monkeyp
     second = second_tab.submit("dcgan", "fashion-mnist", None, 10, "", TINY, 64, "fp32", False, B, api_name="/train")
     waiting = wait_for(second, lambda o: "in line" in str(o[2]), 60)
     assert "you are number 1 in line" in waiting[2] and "runs 1 at once" in waiting[2] and "Stop" in waiting[2]
-    assert "Leaving the line" in second_tab.predict("", B, api_name="/stop")
+    assert "You left the line" in second_tab.predict("", B, api_name="/stop")
     wait_for(second, lambda o: "You left the line" in str(o[2]), 30)
     assert not (app_module.RUNS / app_module.visitor_key(B, None)).exists() or not any(
         (app_module.RUNS / app_module.visitor_key(B, None)).iterdir())  # nothing was trained for B

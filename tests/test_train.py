@@ -14,8 +14,8 @@ from ganhub.cli import main
 from ganhub.errors import ConfigError, DatasetError, FolderError, TrainingDiverged
 from ganhub.run import RunFolder, RunSpec
 from ganhub.sample import sample
-from ganhub.step import lr_factor
 from ganhub.source import load_generator, weights_dir
+from ganhub.step import lr_factor
 from ganhub.train import Event, estimate_memory, train, train_spec, update_ema
 
 LIMIT = 64  # a small slice of Fashion-MNIST keeps every run to seconds
