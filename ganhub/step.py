@@ -56,7 +56,7 @@ class Optimizers:
 
 
 def lr_factor(step: int, total: int, decay: float) -> float:
-    """Learning-rate multiplier of iteration `step` (0-based) of a `total`-step run with `lr_decay=decay`.
+    """Learning-rate multiplier of iteration `step` (0-based) of a `total`-step run with `lr_rampdown=decay`.
 
     1 until the last `decay` fraction of the run, then linear toward 0 (Miyato et al. 2018 decayed
     linearly over the whole run, decay=1). A function of the step alone: a resumed run follows it exactly.

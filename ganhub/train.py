@@ -765,9 +765,9 @@ class _Training:
         if self.spec.sync_bn and world.size > 1:
             G, D = nn.SyncBatchNorm.convert_sync_batchnorm(G), nn.SyncBatchNorm.convert_sync_batchnorm(D)
         opts = make_optimizers(self.v, G, D, self.cfg)
-        if self.cfg.lr_decay and opts.schedulers:
-            raise ConfigError(f"{self.v.name} brings its own learning-rate schedulers, so lr_decay cannot also "
-                              "change the rates; --set lr_decay=0")
+        if self.cfg.lr_rampdown and opts.schedulers:
+            raise ConfigError(f"{self.v.name} brings its own learning-rate schedulers, so lr_rampdown cannot also "
+                              "change the rates; --set lr_rampdown=0")
         return TrainState(G, D, G_ema, opts)
 
     # ------------------------------------------------------------------ the event stream
@@ -887,8 +887,8 @@ class _Training:
             try:
                 while s.step < spec.steps:
                     mid_step = True
-                    if cfg.lr_decay:
-                        s.opts.scale_lr(lr_factor(s.step, spec.steps, cfg.lr_decay))
+                    if cfg.lr_rampdown:
+                        s.opts.scale_lr(lr_factor(s.step, spec.steps, cfg.lr_rampdown))
                     try:
                         logs = runner.run(batches, s.step)
                     except TrainingDiverged as e:

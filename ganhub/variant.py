@@ -99,7 +99,7 @@ class BaseConfig:
     n_critic: int = bounded(1, ge=1, le=100)  # D steps per iteration
     n_gen: int = bounded(1, ge=1, le=100)  # G steps per iteration
     # over the last this fraction of the run's --steps both learning rates fall linearly toward 0 (0 = constant)
-    lr_decay: float = bounded(0.0, ge=0, le=1)
+    lr_rampdown: float = bounded(0.0, ge=0, le=1)
     ema_half_life_kimg: float = bounded(1.0, ge=0, le=1e6)  # EMA of G: halves every this many k global images (0 = off)
     ema_rampup: float = bounded(0.05, ge=0, le=1)  # half-life capped at this fraction of images seen (Karras et al. 2020)
     augment: str = bounded("auto", check=_augment_ok, expects="'auto', 'off' or a comma list of " + ", ".join(AUGMENT_OPS))

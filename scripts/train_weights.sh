@@ -7,9 +7,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 declare -A STEPS=([vanilla]=80000 [dcgan]=12000 [wgan-gp]=6000 [sngan]=6500 [sngan-cond]=12000 [stylegan-lite]=15000)
-# lr_decay=0.5: the last half of the steps lowers the learning rates linearly toward 0 (dcgan: FID 84.5 at
+# lr_rampdown=0.5: the last half of the steps lowers the learning rates linearly toward 0 (dcgan: FID 84.5 at
 # 6,000 steps, where the decay starts, 55.4 at 12,000; see README "Pretrained weights")
-declare -A SETS=([dcgan]="lr_decay=0.5" [vanilla]="lr_decay=0.5")
+declare -A SETS=([dcgan]="lr_rampdown=0.5" [vanilla]="lr_rampdown=0.5")
 run() {  # name
   local v=$1 variant=$1 extra=()
   [[ $v == sngan-cond ]] && variant=sngan extra=(--precision fp32 --set num_classes=10)

@@ -95,9 +95,9 @@ def _lrs(folder) -> list[float]:
     return [g["lr"] for net in ("G", "D") for g in meta["opts"][net]["param_groups"]]
 
 
-def test_lr_decay_lowers_the_rates_and_a_stopped_run_resumes_exactly(tmp_path):
-    """lr_decay=0.5 of 6 steps: steps 4-6 train at 2/3, 1/3 ... of the rate; stop at 3 + resume == one go."""
-    sets = {**tiny("dcgan"), "lr_decay": 0.5}
+def test_lr_rampdown_lowers_the_rates_and_a_stopped_run_resumes_exactly(tmp_path):
+    """lr_rampdown=0.5 of 6 steps: steps 4-6 train at 2/3, 1/3 ... of the rate; stop at 3 + resume == one go."""
+    sets = {**tiny("dcgan"), "lr_rampdown": 0.5}
     run("dcgan", tmp_path / "once", 6, overrides=sets)
     lr = registry.get("dcgan").config_cls().lr_g
     assert _lrs(tmp_path / "once") == pytest.approx([lr / 3] * 2)  # the rate of the last step (step index 5)
@@ -113,7 +113,7 @@ def test_lr_decay_lowers_the_rates_and_a_stopped_run_resumes_exactly(tmp_path):
     assert same_files(tmp_path / "once", tmp_path / "flat") and _lrs(tmp_path / "flat") == pytest.approx([lr] * 2)
 
 
-def test_lr_decay_is_refused_beside_a_plugins_own_schedulers(tmp_path):
+def test_lr_rampdown_is_refused_beside_a_plugins_own_schedulers(tmp_path):
     v = registry.get("dcgan")
 
     def with_scheduler(G, D, cfg):
@@ -122,8 +122,8 @@ def test_lr_decay_is_refused_beside_a_plugins_own_schedulers(tmp_path):
 
     mine = dataclasses.replace(v, name="dcgan-sched", make_optimizers=with_scheduler)
     kw = dict(dataset="fashion-mnist", steps=2, limit=LIMIT, precision="fp32", tensorboard=False)
-    with pytest.raises(ConfigError, match="its own learning-rate schedulers.*lr_decay=0"):
-        list(train(mine, out=tmp_path / "r", overrides={**tiny("dcgan"), "lr_decay": 0.5}, **kw))
+    with pytest.raises(ConfigError, match="its own learning-rate schedulers.*lr_rampdown=0"):
+        list(train(mine, out=tmp_path / "r", overrides={**tiny("dcgan"), "lr_rampdown": 0.5}, **kw))
     assert list(train(mine, out=tmp_path / "ok", overrides=tiny("dcgan"), **kw))[-1].kind == "done"
 
 
