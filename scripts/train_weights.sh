@@ -6,7 +6,7 @@
 # sngan-cond is sngan with num_classes=10; its samples.png is a grid with one row per class.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-declare -A STEPS=([vanilla]=80000 [dcgan]=12000 [wgan-gp]=6000 [sngan]=6500 [sngan-cond]=12000 [stylegan-lite]=15000)
+declare -A STEPS=([vanilla]=80000 [dcgan]=12000 [wgan-gp]=5100 [sngan]=6500 [sngan-cond]=12000 [stylegan-lite]=15000)
 # lr_rampdown=0.5: the last half of the steps lowers the learning rates linearly toward 0 (dcgan: FID 84.5 at
 # 6,000 steps, where the decay starts, 55.4 at 12,000; see README "Pretrained weights")
 declare -A SETS=([dcgan]="lr_rampdown=0.5" [vanilla]="lr_rampdown=0.5")
