@@ -96,7 +96,7 @@ def _lrs(folder) -> list[float]:
 
 
 def test_lr_rampdown_lowers_the_rates_and_a_stopped_run_resumes_exactly(tmp_path):
-    """lr_rampdown=0.5 of 6 steps: steps 4-6 train at 2/3, 1/3 ... of the rate; stop at 3 + resume == one go."""
+    """lr_rampdown=0.5 of 6 steps: steps 5 and 6 train at 2/3 and 1/3 of the rate; stop at 3 + resume == one go."""
     sets = {**tiny("dcgan"), "lr_rampdown": 0.5}
     run("dcgan", tmp_path / "once", 6, overrides=sets)
     lr = registry.get("dcgan").config_cls().lr_g
