@@ -11,6 +11,11 @@ reference recipe runs after it for the same budget, one after the other on the s
     python benchmarks/train_budget.py --variant dcgan --minutes 5 --out runs/bench
     python benchmarks/train_budget.py --variant dcgan --minutes 5 --small   # 500-image subset
     python benchmarks/train_budget.py --variant dcgan --minutes 5 --no-reference --set lr_d=4e-4  # a lever
+    python benchmarks/train_budget.py --variant dcgan --minutes 5 --seeds 0,1   # every recipe under two seeds
+
+Five-minute FIDs of one recipe differ by 10-20 between seeds (README "Benchmarks"), so a lever is only
+worth a default when it wins under several seeds: `--seeds` runs each recipe once per seed and prints
+each recipe's mean, lowest and highest FID after the per-run lines.
 """
 
 from __future__ import annotations
@@ -110,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", default="dcgan")
     ap.add_argument("--minutes", type=float, default=5.0, help="wall-clock budget per run (default 5)")
     ap.add_argument("--out", type=Path, default=Path("runs/bench"))
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0", help="comma-separated training seeds; each recipe runs once per seed "
+                    "(default 0)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--small", action="store_true", help=f"small-data mode: the first {SMALL} training images")
     ap.add_argument("--limit", type=int, help="train on the first N training images (--small = --limit 500)")
@@ -127,6 +133,12 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--limit must be a positive number of images, got {args.limit}")
     if args.fid_n < 0:
         ap.error(f"--fid-n must be 0 (skip) or a number of samples, got {args.fid_n}")
+    try:
+        seeds = [int(x) for x in args.seeds.split(",")]
+    except ValueError:
+        ap.error(f"--seeds must be comma-separated integers such as 0,1, got {args.seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        ap.error(f"--seeds repeats a seed: {args.seeds}")
     limit = args.limit or (SMALL if args.small else None)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -135,25 +147,38 @@ def main(argv: list[str] | None = None) -> int:
         sets = parse_sets(args.set)
     except GanhubError as e:
         ap.error(str(e))
-    runs = [(sets, args.out / f"{tag}-{'-'.join(f'{k}={v}' for k, v in sets.items()) or 'default'}")]
+    recipes = [("default", sets, f"{tag}-{'-'.join(f'{k}={v}' for k, v in sets.items()) or 'default'}")]
     reference = SMALL_REFERENCE if limit else REFERENCES.get(args.variant)
     if reference and not args.no_reference:
-        runs.append((reference, args.out / f"{tag}-reference"))
+        recipes.append(("reference", reference, f"{tag}-reference"))
+    results: dict[str, list[dict]] = {name: [] for name, _, _ in recipes}
     try:
-        results = []
-        for overrides, out in runs:
-            r = run(args.variant, overrides, args.minutes, out, args.seed, limit, args.precision)
-            measure(r, args.fid_n)
-            results.append(r)
-            print(json.dumps(r), flush=True)
+        for seed in seeds:  # seed-major: an interrupted benchmark still holds complete pairs
+            for name, overrides, folder in recipes:
+                out = args.out / (folder if len(seeds) == 1 else f"{folder}-seed{seed}")
+                r = run(args.variant, overrides, args.minutes, out, seed, limit, args.precision)
+                r["seed"] = seed
+                measure(r, args.fid_n)
+                results[name].append(r)
+                print(json.dumps(r), flush=True)
     except GanhubError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    for name, rs in results.items():
+        fids = [r["fid"] for r in rs if "fid" in r]
+        if len(fids) > 1:
+            print(f"{name}: FID mean {sum(fids) / len(fids):.1f} over seeds {','.join(str(r['seed']) for r in rs)} "
+                  f"(lowest {min(fids)}, highest {max(fids)})")
     if len(results) == 2:
-        a, b = results
-        print(f"throughput ratio default/reference: {a['images_per_s'] / max(b['images_per_s'], 1e-9):.2f}x")
-        if "fid" in a and "fid" in b:
-            print(f"FID default {a['fid']} vs reference {b['fid']} (lower is better)")
+        a, b = results["default"], results["reference"]
+
+        def mean(rs: list[dict], key: str) -> float:
+            return sum(r[key] for r in rs) / len(rs)
+
+        print(f"throughput ratio default/reference: {mean(a, 'images_per_s') / max(mean(b, 'images_per_s'), 1e-9):.2f}x")
+        if all("fid" in r for r in a + b):
+            print(f"FID default {mean(a, 'fid'):.1f} vs reference {mean(b, 'fid'):.1f} (lower is better"
+                  + (f"; means over {len(seeds)} seeds)" if len(seeds) > 1 else ")"))
     return 0
 
 
