@@ -9,7 +9,7 @@ every time) with a timeout, so a hang fails the test instead of freezing the sui
   in the checkpoint differ (each rank draws its own latents);
 - the primitives: broadcast, one flattened all_reduce per average_grads (None grads consistent),
   any_rank, gather_rng/set_rng, launcher_prefix;
-- N steps + resume to 2N equals 2N steps, bit for bit, and the recipe records the torchrun command,
+- with lr_rampdown on, N steps + resume to 2N equals 2N steps, bit for bit, and the recipe records the torchrun command,
   world size and global batch; resuming with one process is refused with one line;
 - a NaN on one rank stops every rank (exit 2) with the one-line error (printed by rank 0), no hang.
 """
@@ -31,8 +31,11 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="to
 
 TIMEOUT = 120  # seconds per torchrun launch; a hang fails instead of freezing the suite
 TRAIN = ["train", "dcgan", "--dataset", "fashion-mnist", "--limit", "256", "--batch-size", "8", "--seed", "5",
-         "--set", "g_width=8", "--set", "d_width=8", "--preview-every", "100", "--checkpoint-every", "100", "--quiet"]
+         "--set", "g_width=8", "--set", "d_width=8", "--preview-every", "100", "--checkpoint-every", "100", "--quiet",
+         "--set", "lr_rampdown=0.5"]
 N = 2  # steps before the resume; the runs go to 2N
+# lr_rampdown=0.5 of 2N = 4 steps lowers only the last step's rates, to half (ganhub.step.lr_factor: 1, 1, 1, 0.5);
+# a first leg with --steps N = 2 trains at the full rate throughout, so N + resume to 2N still equals 2N in one go
 
 # Run by every rank instead of `-m ganhub.cli`: checks the primitives, then runs the real CLI and dumps
 # hashes of the modules the loop trained (captured where train.py hands them to make_optimizers and
@@ -265,6 +268,11 @@ def test_every_rank_ends_with_the_same_G_D_and_EMA(straight):
     ck = _checkpoint(folder)
     assert {name: _digest(ck, name) for name in h0} == h0  # the dump hashed what rank 0 saved
     assert not torch.equal(ck["rng.0.cpu"], ck["rng.1.cpu"])  # each rank's own RNG, both checkpointed
+    from ganhub.run import RunFolder
+
+    _, meta = RunFolder(folder).read_checkpoint()
+    groups = [g for net in ("G", "D") for g in meta["opts"][net]["param_groups"]]
+    assert [g["lr"] for g in groups] == pytest.approx([g["initial_lr"] / 2 for g in groups])  # lr_rampdown ran
 
 
 def test_resume_under_torchrun_is_bit_exact_and_recorded(straight, tmp_path):
