@@ -34,7 +34,8 @@ class Config(BaseConfig):
     # minutes on a 2-core CPU (benchmarks/train_budget.py, README "Benchmarks", two 1-thread runs side by side
     # per pair) gave FID 145.5 with those, 105.1 at lr 1e-3, 88.0 with betas (0, 0.99) too, and 66.4 with a
     # 5 kimg EMA of G on top (10 and 20 kimg: 68.4, 68.0). A quiet 2-thread run of these defaults: 76.9
-    # (0.1: 123.6); the bundled weights/dcgan, 12,000 steps: 58.3 (0.1's 5,000 steps: 124.5).
+    # (0.1: 123.6). 12,000 steps: 58.3 at constant rates, 55.4 with lr_rampdown=0.5 (weights/dcgan; 0.1's
+    # 5,000 steps: 124.5).
     lr_g: float = 1e-3
     lr_d: float = 1e-3
     betas: tuple[float, float] = (0.0, 0.99)
