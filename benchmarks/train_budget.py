@@ -85,6 +85,7 @@ def run(variant: str, overrides: dict, minutes: float, out: Path, seed: int, lim
     n_images = limit or 60_000
     return {
         "variant": variant,
+        "seed": seed,
         "overrides": overrides,
         "dataset": f"fashion-mnist, first {limit} training images" if limit else "fashion-mnist",
         "augment": resolve_policy(cfg.get("augment", "off"), n_images, cfg.get("data", "image")) or "off",
@@ -157,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
             for name, overrides, folder in recipes:
                 out = args.out / (folder if len(seeds) == 1 else f"{folder}-seed{seed}")
                 r = run(args.variant, overrides, args.minutes, out, seed, limit, args.precision)
-                r["seed"] = seed
                 measure(r, args.fid_n)
                 results[name].append(r)
                 print(json.dumps(r), flush=True)
