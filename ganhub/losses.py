@@ -68,3 +68,16 @@ def r1_penalty(D, real: torch.Tensor, labels: torch.Tensor | None = None) -> tor
         x = real.detach().float().requires_grad_(True)
         (grad,) = torch.autograd.grad(_call_D(D, x, labels).sum(), x, create_graph=True)
         return grad.flatten(1).pow(2).sum(1).mean()
+
+
+def lazy_r1(D, real: torch.Tensor, *, gamma: float, interval: int, step: int,
+            labels: torch.Tensor | None = None) -> torch.Tensor | None:
+    """R1 with lazy regularisation (Karras et al. 2020, sec. 3.1), to add to D's loss of the same step.
+
+    On steps divisible by `interval`: gamma / 2 * interval * r1_penalty, so that averaged over steps it
+    weighs gamma / 2, as R1 every step would. None on the other steps and whenever gamma is 0, so an
+    unused R1 costs nothing. Folded into the D step rather than a phase of its own (Variant.reg_phases),
+    D keeps one optimiser step per iteration."""
+    if not gamma or step % interval:
+        return None
+    return r1_penalty(D, real, labels) * (gamma / 2 * interval)

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ganhub.errors import ConfigError, PluginError, TrainingDiverged
-from ganhub.losses import gradient_penalty, nonsaturating_g, r1_penalty
+from ganhub.losses import gradient_penalty, lazy_r1, nonsaturating_g, r1_penalty
 from ganhub.step import Optimizers, PhaseRunner, make_optimizers
 from ganhub.variant import BaseConfig, Variant, build_models, make_config
 
@@ -356,3 +356,29 @@ def test_plugin_fields_keep_base_bounds_when_redeclared():
 
     with pytest.raises(ConfigError, match="'lr_d' must be > 0 and <= 1"):
         make_config(Sub, {"lr_d": 5})
+
+
+def test_lazy_r1_weighs_gamma_over_two_on_average_and_costs_nothing_between():
+    D = nn.Linear(3, 1, bias=False)  # D(x) = w.x, so ||grad_x D||^2 = ||w||^2 for every sample
+    real = torch.randn(5, 3)
+    w2 = D.weight.pow(2).sum().item()
+    assert lazy_r1(D, real, gamma=0.2, interval=4, step=8).item() == pytest.approx(w2 * 0.2 / 2 * 4)
+    assert lazy_r1(D, real, gamma=0.2, interval=4, step=9) is None
+    assert lazy_r1(D, real, gamma=0.0, interval=1, step=8) is None
+    term = lazy_r1(D, real, gamma=0.2, interval=1, step=3)
+    term.backward()  # differentiable in D's weights (create_graph): d(0.1 ||w||^2)/dw = 0.2 w
+    assert torch.allclose(D.weight.grad, 0.2 * D.weight.detach())
+
+
+def test_dcgan_adds_r1_to_D_on_its_interval_and_not_to_G():
+    from ganhub_dcgan import variant as dcgan
+
+    cfg = dcgan.make_config(g_width=4, d_width=4, batch_size=4, z_dim=8, r1_gamma=0.5, r1_interval=2)
+    G, D = dcgan.build(cfg)
+    real, z = torch.rand(4, 1, 32, 32) * 2 - 1, torch.randn(4, 8)
+    fake = G(z)
+    args = dict(G=G, D=D, real=real, fake=fake.detach(), real_labels=None, fake_labels=None, z=z, cfg=cfg)
+    on, off = dcgan.loss("D", step=4, **args)[1], dcgan.loss("D", step=5, **args)[1]
+    assert on["loss_r1"] > 0 and "loss_r1" not in off
+    assert "loss_r1" not in dcgan.loss("G", step=4, **{**args, "fake": fake})[1]
+    assert "loss_r1" not in dcgan.loss("D", step=4, **{**args, "cfg": dcgan.make_config(r1_gamma=0.0)})[1]
