@@ -1,0 +1,45 @@
+"""The benchmark scripts run and report what they measured (tiny settings; the real runs are in README)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TINY = ["--limit", "64", "--fid-n", "50", "--set", "g_width=4", "--set", "d_width=4", "--set", "batch_size=4"]
+
+
+def test_train_curve_scores_and_keeps_every_checkpoint_and_the_last_step(tmp_path, capsys):
+    curve = _script("train_curve")
+    assert curve.main(["--steps", "5", "--every", "2", "--out", str(tmp_path / "c"), *TINY]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    points = [json.loads(line) for line in lines[:-1]]
+    assert [p["step"] for p in points] == [2, 4, 5]  # every 2 steps, and the run's last
+    assert all(p["fid"] > 0 and p["class_kl"] >= 0 for p in points)
+    assert points[0]["elapsed_s"] <= points[1]["elapsed_s"] <= points[2]["elapsed_s"]
+    kept = [load_file(Path(p["folder"]) / "model.safetensors") for p in points]
+    assert all(json.loads((Path(p["folder"]) / "config.json").read_text())["step"] == p["step"] for p in points)
+    assert any((kept[0][k] != kept[2][k]).any() for k in kept[0])  # snapshots, not three copies of the end
+    best = min(points, key=lambda p: p["fid"])
+    assert lines[-1] == f"best FID {best['fid']} at step {best['step']}; last {points[-1]['fid']} at step 5"
+
+
+@pytest.mark.parametrize("args", [["--steps", "4", "--every", "5"], ["--steps", "0"], ["--fid-n", "1"]])
+def test_train_curve_refuses_bad_arguments_before_training(tmp_path, capsys, args):
+    with pytest.raises(SystemExit) as e:
+        _script("train_curve").main([*args, "--out", str(tmp_path / "c")])
+    assert e.value.code == 2 and "--" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
