@@ -33,9 +33,8 @@ class Config(BaseConfig):
     # Not the paper's lr 2e-4 and betas (0.5, 0.999) (plugin 0.1 used them, with ganhub's 1 kimg EMA). Five
     # minutes on a 2-core CPU (benchmarks/train_budget.py, README "Benchmarks", two 1-thread runs side by side
     # per pair) gave FID 145.5 with those, 105.1 at lr 1e-3, 88.0 with betas (0, 0.99) too, and 66.4 with a
-    # 5 kimg EMA of G on top (10 and 20 kimg: 68.4, 68.0). A quiet 2-thread run of these defaults: 76.9
-    # (0.1: 123.6). 12,000 steps: 58.3 at constant rates, 55.4 with lr_rampdown=0.5 (weights/dcgan; 0.1's
-    # 5,000 steps: 124.5).
+    # 5 kimg EMA of G on top (10 and 20 kimg: 68.4, 68.0). A quiet 2-thread run of the 0.2 defaults: 76.9
+    # (0.1: 123.6); 12,000 steps of them with lr_rampdown=0.5: 55.4 (0.1's 5,000 steps: 124.5).
     lr_g: float = 1e-3
     lr_d: float = 1e-3
     betas: tuple[float, float] = (0.0, 0.99)
@@ -43,6 +42,7 @@ class Config(BaseConfig):
     # R1 on real images (Mescheder et al. 2018; 0 = off), lazily: added to D's loss every r1_interval steps,
     # scaled up to match. Without it the 0.2 defaults peak near 1,500 steps and degrade (FID 75.6 at 1,600,
     # 90.8 at 3,200); with gamma 0.1 the same run kept falling, to 26.5 at 3,200 (README "Benchmarks").
+    # Five minutes on 2 threads: 23.7 (0.2: 76.9-92.5). 12,000 steps with lr_rampdown=0.5: 9.6 (weights/dcgan).
     # Folders written before 0.3 (no r1_gamma recorded) resume without it.
     r1_gamma: float = bounded(0.1, ge=0, le=1e4, absent=0.0)
     r1_interval: int = bounded(16, ge=1, le=10000)
