@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ganhub.losses import hinge_d, hinge_g
+from ganhub.losses import hinge_d, hinge_g, lazy_r1
 from ganhub.nets import DCGANGenerator, n_stages, spectral_norm
 from ganhub.variant import BaseConfig, Variant, bounded
 
@@ -36,6 +36,8 @@ class Config(BaseConfig):
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
     n_critic: int = 1
+    r1_gamma: float = bounded(0.0, ge=0, le=1e4, absent=0.0)  # lazy R1 on real images (see dcgan); 0 = off
+    r1_interval: int = bounded(16, ge=1, le=10000)  # added to D's loss every this many steps, scaled up to match
 
 
 class Discriminator(nn.Module):
@@ -81,7 +83,12 @@ def judge(D, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
 def loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):
     if phase == "D":
         l_d = hinge_d(judge(D, real, real_labels), judge(D, fake, fake_labels))
-        return l_d, {"loss_D": l_d.item()}
+        logs = {"loss_D": l_d.item()}
+        r1 = lazy_r1(D, real, gamma=cfg.r1_gamma, interval=cfg.r1_interval, step=step, labels=real_labels)
+        if r1 is not None:
+            l_d = l_d + r1
+            logs["loss_r1"] = r1.item()
+        return l_d, logs
     l_g = hinge_g(judge(D, fake, fake_labels))
     return l_g, {"loss_G": l_g.item()}
 
@@ -96,5 +103,5 @@ variant = Variant(
     config_cls=Config,
     build=build,
     loss=loss,
-    test_config={"g_width": 4, "d_width": 4, "batch_size": 4, "z_dim": 8},
+    test_config={"g_width": 4, "d_width": 4, "batch_size": 4, "z_dim": 8, "r1_gamma": 0.1, "r1_interval": 1},
 )
