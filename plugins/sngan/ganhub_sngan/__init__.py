@@ -32,6 +32,10 @@ class Config(BaseConfig):
     # FID 146.6 at 3,000 steps and 142.6 at 5,000 (setting C: 56.9 at 6,500, weights/sngan). Kept: setting C.
     # Setting C with a 5 kimg EMA and lr_rampdown=0.5 over 10,000 steps: 82.4 at 5,000, 87.1 at 8,000 (stopped);
     # the same with num_classes=10 scored 37.9 at 10,000 (weights/sngan-cond). README "Pretrained weights".
+    # With R1 (0.2's option below) the verdict flips. Side by side, 8,000 steps, 5 kimg EMA, lr_rampdown=0.5,
+    # r1_gamma=0.1, seed 0: setting C scored 187.9, 126.4, 95.4, 73.1, 68.1 at 1,000-5,000 steps (stopped);
+    # dcgan's recipe 126.6, 59.5, 42.9, 36.6 at 1,000-4,000 and 33.7 at 8,000 (weights/sngan). The defaults stay
+    # setting C for now: changing them would change what every recorded `ganhub train sngan` command means.
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
