@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from ganhub import registry
 from ganhub.errors import ConfigError, PluginError, TrainingDiverged
 from ganhub.losses import gradient_penalty, lazy_r1, nonsaturating_g, r1_penalty
 from ganhub.step import Optimizers, PhaseRunner, make_optimizers
@@ -371,8 +372,7 @@ def test_lazy_r1_weighs_gamma_over_two_on_average_and_costs_nothing_between():
 
 
 def test_dcgan_adds_r1_to_D_on_its_interval_and_not_to_G():
-    from ganhub_dcgan import variant as dcgan
-
+    dcgan = registry.get("dcgan")
     cfg = dcgan.make_config(g_width=4, d_width=4, batch_size=4, z_dim=8, r1_gamma=0.5, r1_interval=2)
     G, D = dcgan.build(cfg)
     real, z = torch.rand(4, 1, 32, 32) * 2 - 1, torch.randn(4, 8)
