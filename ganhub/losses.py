@@ -81,3 +81,12 @@ def lazy_r1(D, real: torch.Tensor, *, gamma: float, interval: int, step: int,
     if not gamma or step % interval:
         return None
     return r1_penalty(D, real, labels) * (gamma / 2 * interval)
+
+
+def add_lazy_r1(loss: torch.Tensor, logs: dict[str, float], D, real: torch.Tensor, *, gamma: float, interval: int,
+                step: int, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """A D phase's (loss, logs) with lazy_r1's term added and logged as "loss_r1" on the steps it applies."""
+    r1 = lazy_r1(D, real, gamma=gamma, interval=interval, step=step, labels=labels)
+    if r1 is None:
+        return loss, logs
+    return loss + r1, {**logs, "loss_r1": r1.item()}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ganhub.losses import hinge_d, hinge_g, lazy_r1
+from ganhub.losses import add_lazy_r1, hinge_d, hinge_g
 from ganhub.nets import DCGANGenerator, n_stages, spectral_norm
 from ganhub.variant import BaseConfig, Variant, bounded
 
@@ -87,12 +87,8 @@ def judge(D, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
 def loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):
     if phase == "D":
         l_d = hinge_d(judge(D, real, real_labels), judge(D, fake, fake_labels))
-        logs = {"loss_D": l_d.item()}
-        r1 = lazy_r1(D, real, gamma=cfg.r1_gamma, interval=cfg.r1_interval, step=step, labels=real_labels)
-        if r1 is not None:
-            l_d = l_d + r1
-            logs["loss_r1"] = r1.item()
-        return l_d, logs
+        return add_lazy_r1(l_d, {"loss_D": l_d.item()}, D, real, gamma=cfg.r1_gamma, interval=cfg.r1_interval,
+                           step=step, labels=real_labels)
     l_g = hinge_g(judge(D, fake, fake_labels))
     return l_g, {"loss_G": l_g.item()}
 

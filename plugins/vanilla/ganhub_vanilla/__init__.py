@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ganhub.errors import ConfigError
-from ganhub.losses import bce_d, lazy_r1, nonsaturating_g
+from ganhub.losses import add_lazy_r1, bce_d, nonsaturating_g
 from ganhub.variant import BaseConfig, Variant, bounded
 
 
@@ -90,12 +90,8 @@ def build(cfg: Config) -> tuple[nn.Module, nn.Module]:
 def loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):
     if phase == "D":
         l_d = bce_d(D(real), D(fake), real_label=1.0 - cfg.label_smoothing)
-        logs = {"loss_D": l_d.item()}
-        r1 = lazy_r1(D, real, gamma=cfg.r1_gamma, interval=cfg.r1_interval, step=step)
-        if r1 is not None:
-            l_d = l_d + r1
-            logs["loss_r1"] = r1.item()
-        return l_d, logs
+        return add_lazy_r1(l_d, {"loss_D": l_d.item()}, D, real, gamma=cfg.r1_gamma, interval=cfg.r1_interval,
+                           step=step)
     l_g = nonsaturating_g(D(fake))
     return l_g, {"loss_G": l_g.item()}
 
