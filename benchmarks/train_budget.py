@@ -1,8 +1,8 @@
 """Quality per CPU-minute: train for a fixed wall-clock budget, then measure FID and write a 36-image grid.
 
 Runs ganhub's defaults for a variant for `--minutes` of wall-clock time on Fashion-MNIST, then reports
-steps, images/s, FID with the shipped Fashion-MNIST extractor (ganhub.metrics, n = 5,000 generated
-against the 10k test images) and the path of a 6 x 6 grid of the EMA generator (seed 0). By default a
+steps, images/s, FID with the shipped Fashion-MNIST extractor (ganhub.metrics, n = 5,000 generated against
+a fixed 5,000 of the test images) and the path of a 6 x 6 grid of the EMA generator (seed 0). By default a
 reference recipe runs after it for the same budget, one after the other on the same machine:
   - full data: the plain DCGAN of Radford et al. 2015 (64-channel networks, no EMA);
   - small data (`--small`, or `--limit N`): the same defaults with augmentation off, i.e. what DiffAugment

@@ -3,7 +3,7 @@
 A single end-of-run FID hides whether a recipe is still improving, has peaked or is degrading; this
 prints the curve. Each checkpoint's generator (config.json + model.safetensors) is kept as
 `<out>/at-<step>` so any point can be sampled or evaluated further, and scored with the shipped
-Fashion-MNIST extractor (FID, n = 5,000 generated against the 10k test images, and the class mix).
+Fashion-MNIST extractor (FID, n = 5,000 generated against a fixed 5,000 of the test images; the class mix).
 
     python benchmarks/train_curve.py --variant dcgan --steps 3200 --every 400
     python benchmarks/train_curve.py --variant dcgan --steps 3200 --every 400 --set r1_gamma=0   # a lever
