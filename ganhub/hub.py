@@ -398,6 +398,8 @@ def _body(meta: dict[str, Any], folder: Path, repo_id: str | None, revision: str
               "## Training recipe", "",
               f"- dataset: {pretty}", f"- steps: {recipe.get('steps')} (G updates; batch size {recipe.get('batch_size')})",
               f"- seed: {recipe.get('seed')}", f"- command: `{recipe.get('command')}`",
+              *([f"- augmentation: {_augmentation(recipe['augment_policy'], cfg.get('augment'))}"]
+                if isinstance(recipe.get("augment_policy"), str) else []),
               f"- compute: {describe_compute(meta) or 'not recorded (trained before ganhub recorded it)'}",
               "- full config: see `config.json`", ""]
     if _dict(meta.get("metrics")):
@@ -407,6 +409,12 @@ def _body(meta: dict[str, Any], folder: Path, repo_id: str | None, revision: str
                   "extractors are not comparable.", "",
                   "| metric | value | protocol | command |", "|---|---|---|---|", *_metrics_rows(meta["metrics"]), ""]
     return "\n".join([*lines, END])
+
+
+def _augmentation(policy: str, asked: Any) -> str:
+    """The card's words for what augmentation the run trained with (and the config value it came from)."""
+    what = "none" if policy == "off" else f"DiffAugment ({policy}) on real and generated images before D"
+    return what + (f" (augment={asked})" if asked == "auto" else "")
 
 
 def _card_data(meta: dict[str, Any], repo_id: str | None, license: str, datasets: list[str] | None):

@@ -4,7 +4,7 @@ A training run's folder, a `weights/` entry and a Hub model repo are the same th
 
     config.json          {"ganhub_format": 2, "variant", "plugin": {package, version}, "config": {full config},
                           "recipe": {dataset, steps, seed, limit, precision, world_size, sync_bn, batch_size,
-                                     global_batch, command}, "step", "metrics",
+                                     global_batch, command, augment_policy}, "step", "metrics",
                           "compute": {wall_seconds, cpu_seconds, device (each leg's), processes}}   (what training cost)
     model.safetensors    the EMA generator, ready to sample (huggingface_hub's PyTorchModelHubMixin layout)
     samples.png          a sample grid (the model card shows it)
@@ -43,6 +43,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from ganhub import registry
+from ganhub.augment import POLICIES, parse_policy
 from ganhub.errors import ConfigError, FolderError, UnknownVariant
 from ganhub.variant import BaseConfig, Variant, absent_values, config_fields, config_to_dict, make_config
 
@@ -140,6 +141,14 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _is_policy(value: Any) -> bool:
+    """A resolved augmentation policy: "off" or a DiffAugment policy in canonical spelling (never "auto")."""
+    try:
+        return isinstance(value, str) and value != "auto" and parse_policy(value) == value
+    except ConfigError:
+        return False
+
+
 def _spec_problem(key: str, value: Any) -> str | None:
     """What a recipe value must be, when `value` is not that (None when it is fine)."""
     if key == "dataset":
@@ -177,6 +186,10 @@ class RunSpec:
     world_size: int = 1  # processes (torchrun --nproc-per-node); config batch_size is per process
     sync_bn: bool = False  # SyncBatchNorm across processes
     plugin: Mapping[str, str] = dataclasses.field(default_factory=lambda: MappingProxyType({"package": "?", "version": "?"}))
+    # What config.augment became on this run's data ("off" or a DiffAugment policy), set when training starts.
+    # Recorded so a resumed run keeps it even if "auto"'s rule changes in a later ganhub; None: not resolved yet
+    # (a spec not trained, or a folder written before ganhub recorded it: resolved again at resume).
+    augment_policy: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "config", _freeze(self.config))
@@ -249,14 +262,16 @@ class RunSpec:
         """The "recipe" block of config.json."""
         return {"dataset": self.dataset, "steps": self.steps, "seed": self.seed, "limit": self.limit,
                 "precision": self.precision, "world_size": self.world_size, "sync_bn": self.sync_bn,
-                "batch_size": self.batch_size, "global_batch": self.global_batch, "command": self.command(out)}
+                "batch_size": self.batch_size, "global_batch": self.global_batch, "command": self.command(out),
+                **({"augment_policy": self.augment_policy} if self.augment_policy is not None else {})}
 
     @classmethod
     def from_meta(cls, meta: Mapping[str, Any]) -> RunSpec:
         """From a validated, migrated config.json dict (RunFolder.meta)."""
         r = meta["recipe"]
         return cls(meta["variant"], meta["config"], r["dataset"], r["steps"], r["seed"], r.get("limit"),
-                   r.get("precision", "auto"), r.get("world_size", 1), r.get("sync_bn", False), meta["plugin"])
+                   r.get("precision", "auto"), r.get("world_size", 1), r.get("sync_bn", False), meta["plugin"],
+                   r.get("augment_policy"))
 
 
 def _cli_value(value: Any) -> str:
@@ -371,6 +386,9 @@ def validate_meta(raw: Any, where: Path | str) -> dict[str, Any]:
                 raise bad(f"recipe.{key}", want, recipe[key])
         if not isinstance(recipe.get("command", ""), str):
             raise bad("recipe.command", "a string", recipe["command"])
+        policy = recipe.get("augment_policy")
+        if policy is not None and not _is_policy(policy):
+            raise bad("recipe.augment_policy", f"off or a comma list of {', '.join(POLICIES)}", policy)
         meta["recipe"] = recipe
     if fmt == 1:
         meta["config"] = {**{k: v for k, v in _V1_BEHAVIOUR.items() if k not in meta["config"]}, **meta["config"]}

@@ -168,7 +168,8 @@ def train_spec(
     if resume and folder.has_config():  # a spec handed in directly must be the recorded run (bar steps)
         recorded = folder.spec
         moved = spec.dataset not in BUILTIN_DATASETS and recorded.dataset not in BUILTIN_DATASETS  # same images, new path
-        changed = [f.name for f in dataclasses.fields(RunSpec) if f.name not in ("steps", "plugin", "world_size")
+        changed = [f.name for f in dataclasses.fields(RunSpec)
+                   if f.name not in ("steps", "plugin", "world_size", "augment_policy")
                    and getattr(recorded, f.name) != getattr(spec, f.name) and not (f.name == "dataset" and moved)]
         if changed:
             raise ConfigError(f"cannot change {changed} when resuming; start a new run folder instead")
@@ -801,6 +802,12 @@ class _Training:
         spec, folder, cfg, dev = self.spec, self.folder, self.cfg, self.dev
         ds = self._load_data(world)
         resume_from = folder.checkpoint_step() if self.resume else None  # checked readable by train_spec
+        # what config.augment means on this data: as recorded when resuming (exact even if "auto"'s rule has
+        # changed since), resolved now for a new run or a folder from before ganhub recorded it
+        recorded = folder.spec.augment_policy if resume_from is not None else None
+        policy = recorded or resolve_policy(cfg.augment, len(ds), ds.kind) or "off"
+        spec = self.spec = dataclasses.replace(spec, augment_policy=policy)
+        policy = None if policy == "off" else policy
         err = None
         if world.is_main:  # the folder's files, config.json first: never a checkpoint without it
             try:
@@ -829,7 +836,6 @@ class _Training:
             s.devices.append(here)
         batches = Batches(ds, cfg.batch_size, spec.seed, dev, world)
         batches.position = s.data_position
-        policy = resolve_policy(cfg.augment, len(ds), ds.kind)
         runner = PhaseRunner(_agreed_divergence(self.v, world), cfg, s.G, s.D, s.opts, device=dev,
                              precision=self.precision, augment=DiffAugment(policy) if policy else None,
                              sync_grads=(lambda m: dist.average_grads(m, world)) if world.size > 1 else None)

@@ -115,6 +115,8 @@ def test_spec_is_frozen_and_checked():
     (dict(recipe={"dataset": "x", "steps": 1, "limit": -1}), "`recipe.limit` must be an integer >= 1 or null"),
     (dict(recipe={"dataset": "x", "steps": 1, "precision": "fp8"}), "`recipe.precision` must be one of auto, bf16, fp32"),
     (dict(recipe={"dataset": "x", "steps": 1, "world_size": 0}), "`recipe.world_size` must be an integer >= 1"),
+    (dict(recipe={"dataset": "x", "steps": 1, "augment_policy": "auto"}), "`recipe.augment_policy` must be off or a comma"),
+    (dict(recipe={"dataset": "x", "steps": 1, "augment_policy": "flip"}), "`recipe.augment_policy` must be off or a comma"),
     (dict(ganhub_format=99), "written by a newer ganhub"),
     (dict(ganhub_format="2"), "`ganhub_format` must be an integer"),
 ])

@@ -1,5 +1,6 @@
 import dataclasses
 import errno
+import json
 import shlex
 import shutil
 import threading
@@ -9,9 +10,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from ganhub import registry
+from ganhub import augment, registry
 from ganhub.cli import main
 from ganhub.errors import ConfigError, DatasetError, FolderError, TrainingDiverged
+from ganhub.hub import write_model_card
 from ganhub.run import RunFolder, RunSpec
 from ganhub.sample import sample
 from ganhub.source import load_generator, weights_dir
@@ -72,6 +74,28 @@ def test_resume_is_exact(tmp_path, name):
     diff = same_files(tmp_path / "once", tmp_path / "twice")
     assert not diff, f"resume differs in {diff[:5]}"
     assert [r["step"] for r in RunFolder(tmp_path / "twice").read_log()] == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_keeps_the_augmentation_the_run_started_with(tmp_path, monkeypatch):
+    """augment=auto is resolved once and recorded: a later ganhub whose "auto" means something else still
+    resumes the run exactly; new runs, and folders from before the record, take the rule of the day."""
+    run("dcgan", tmp_path / "once", 4)
+    run("dcgan", tmp_path / "twice", 2)
+    assert RunFolder(tmp_path / "twice").spec.augment_policy == "color,translation,cutout"  # 64 images: auto is on
+    monkeypatch.setattr(augment, "AUTO_POLICY", "translation")
+    events = run("dcgan", tmp_path / "twice", 4, resume=True)
+    assert "DiffAugment color,translation,cutout" in events[0].message
+    assert not same_files(tmp_path / "once", tmp_path / "twice")
+    assert "augmentation: DiffAugment (color,translation,cutout)" in write_model_card(tmp_path / "twice").read_text()
+    assert "DiffAugment translation" in run("dcgan", tmp_path / "new", 1)[0].message
+    assert RunFolder(tmp_path / "new").spec.augment_policy == "translation"
+    old = tmp_path / "twice" / "config.json"  # as written before ganhub recorded the policy
+    meta = json.loads(old.read_text())
+    del meta["recipe"]["augment_policy"]
+    old.write_text(json.dumps(meta))
+    monkeypatch.setattr(augment, "AUGMENT_AUTO_BELOW", 10)  # and "auto" is now off for 64 images
+    assert "DiffAugment" not in run("dcgan", tmp_path / "twice", 5, resume=True)[0].message
+    assert RunFolder(tmp_path / "twice").spec.augment_policy == "off"
 
 
 def test_resume_is_exact_in_bf16(tmp_path):
@@ -398,7 +422,7 @@ def test_a_run_spec_trains_directly(tmp_path):
     spec = RunSpec.create(v, v.make_config(**tiny("dcgan")), dataset="fashion-mnist", steps=2, limit=LIMIT, precision="fp32")
     events = list(train_spec(spec, tmp_path / "s", tensorboard=False))
     assert isinstance(events[-1], Event) and events[-1].step == 2 and "fp32" in events[0].message
-    assert RunFolder(tmp_path / "s").spec == spec
+    assert RunFolder(tmp_path / "s").spec == dataclasses.replace(spec, augment_policy="color,translation,cutout")
     with pytest.raises(ConfigError, match="for 2 process"):
         list(train_spec(dataclasses.replace(spec, world_size=2), tmp_path / "t"))
     other = RunSpec.create(v, v.make_config(**{**tiny("dcgan"), "lr_d": 3e-4}), dataset="fashion-mnist", steps=4, limit=LIMIT,
