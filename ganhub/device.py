@@ -52,11 +52,22 @@ def describe(device: torch.device) -> str:
         return "MPS (Apple GPU)"
     if device.type != "cpu":
         return device.type
-    model = ""
-    try:  # Linux; elsewhere the thread count alone
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
-    except OSError:
-        pass
+    model = cpu_fields().get("model name", "")  # Linux; elsewhere the thread count alone
     threads = f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}"
     return f"CPU ({model}, {threads})" if model else f"CPU ({threads})"
+
+
+def cpu_fields(path: str = "/proc/cpuinfo") -> dict[str, str]:
+    """The first CPU's entry in /proc/cpuinfo ({"vendor_id": ..., "model name": ..., "flags": ...}); {} where
+    there is none (macOS, Windows)."""
+    fields: dict[str, str] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():  # a blank line ends the first CPU's entry
+                    break
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import torch
 
+from ganhub.device import cpu_fields
 from ganhub.errors import ConfigError
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -33,20 +34,8 @@ def bf16_pays_on_cpu(vendor: str, flags: set[str]) -> bool:
 
 def _read_cpuinfo() -> tuple[str, set[str]]:
     """(vendor_id, flags) of the first CPU in /proc/cpuinfo; ("", set()) where there is none."""
-    vendor, flags = "", set()
-    try:
-        with open(_CPUINFO) as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "vendor_id" and not vendor:
-                    vendor = value.strip()
-                elif key == "flags":
-                    flags = set(value.split())
-                    break
-    except OSError:
-        pass
-    return vendor, flags
+    fields = cpu_fields(_CPUINFO)
+    return fields.get("vendor_id", ""), set(fields.get("flags", "").split())
 
 
 @functools.lru_cache(maxsize=1)

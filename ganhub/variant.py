@@ -19,7 +19,9 @@ from torch import nn
 
 API_VERSION = 2  # bump on any incompatible change to Variant or the loss/build signatures
 
-AUGMENT_OPS = ("color", "translation", "cutout")  # DiffAugment (Zhao et al. 2020); see ganhub.augment
+# DiffAugment's transformations (Zhao et al. 2020), named here, below ganhub.augment (which implements them),
+# so that config validation and the augmentation code share one list.
+AUGMENT_POLICIES = ("color", "translation", "cutout")
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,7 @@ def absent_values(cfg_cls: type) -> dict[str, Any]:
 
 def _augment_ok(x: str) -> bool:
     parts = [p.strip() for p in x.split(",")]
-    return x in ("auto", "off") or (all(p in AUGMENT_OPS for p in parts) and len(set(parts)) == len(parts))
+    return x in ("auto", "off") or (all(p in AUGMENT_POLICIES for p in parts) and len(set(parts)) == len(parts))
 
 
 @dataclass
@@ -102,7 +104,7 @@ class BaseConfig:
     lr_rampdown: float = bounded(0.0, ge=0, le=1)
     ema_half_life_kimg: float = bounded(1.0, ge=0, le=1e6)  # EMA of G: halves every this many k global images (0 = off)
     ema_rampup: float = bounded(0.05, ge=0, le=1)  # half-life capped at this fraction of images seen (Karras et al. 2020)
-    augment: str = bounded("auto", check=_augment_ok, expects="'auto', 'off' or a comma list of " + ", ".join(AUGMENT_OPS))
+    augment: str = bounded("auto", check=_augment_ok, expects="'auto', 'off' or a comma list of " + ", ".join(AUGMENT_POLICIES))
     reuse_fakes: bool = True  # the G phase reuses the last D phase's fakes (same z and labels): one G forward less
 
 
