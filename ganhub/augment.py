@@ -28,7 +28,7 @@ from ganhub.variant import AUGMENT_POLICIES as POLICIES  # color, translation, c
 
 AUGMENT_AUTO_BELOW = 5000  # "auto" augments datasets with fewer images than this (the paper's gains are
 # largest at 100-5,000 images and vanish towards the full 50-70k of CIFAR-10/FFHQ; Fashion-MNIST's 60k: off)
-AUTO_POLICY = "color,translation,cutout"  # the paper's recommendation for small data
+AUTO_POLICY = ",".join(POLICIES)  # all three: the paper's recommendation for small data
 TRANSLATION_RATIO = 1 / 8
 CUTOUT_RATIO = 1 / 2
 
