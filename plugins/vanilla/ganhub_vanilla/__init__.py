@@ -27,8 +27,9 @@ class Config(BaseConfig):
     d_dropout: float = bounded(0.3, ge=0, lt=1)  # dropout after each of D's hidden layers (Goodfellow et al. 2014 used it)
     # ganhub's usual 1 kimg EMA (16 steps here) still under-produced pullovers at 80,000 steps (1.6 % of
     # samples, FID 227); averaging G over 10 kimg, same training otherwise, gave 3.8 % and FID 152. Longer
-    # still pays: 100 kimg scored 97.5 at 40,000 steps, 90.6 at 60,000 (weights/vanilla; 10 kimg: 147.9 at 80,000;
-    # README "Pretrained weights"). The default stays 10: recorded commands hold only the fields they override.
+    # still pays: 100 kimg scored 97.5 at 40,000 steps and 82.0 at 80,000 (weights/vanilla; 10 kimg: 147.9
+    # at 80,000; README "Pretrained weights"). The default stays 10: recorded commands hold only the fields
+    # they override.
     ema_half_life_kimg: float = 10.0  # overrides BaseConfig's 1.0
     label_smoothing: float = bounded(0.0, ge=0, lt=1)  # one-sided: D's real targets become 1 - this (Salimans et al. 2016)
     batch_size: int = 64
