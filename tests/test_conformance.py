@@ -158,3 +158,12 @@ def test_stylegan_lite_fast_modconv_equals_per_sample_weights(monkeypatch):
         G(torch.randn(4, cfg.z_dim)).square().mean().backward()
         grads.append(torch.cat([p.grad.flatten() for p in G.parameters()]))
     assert torch.allclose(grads[0], grads[1], rtol=1e-4, atol=1e-5), (grads[0] - grads[1]).abs().max()
+
+
+def test_sngan_resnet_arch_passes_the_suite():
+    """sngan's `arch="resnet"` (a config option, so the registered variant's own run covers only the CNN)."""
+    v = registry.get("sngan")
+    resnet = dataclasses.replace(v, test_config={**v.test_config, "arch": "resnet"})
+    check_variant(resnet)
+    G, D = resnet.build(resnet.make_config(**resnet.test_config))
+    assert type(G).__name__ == "ResNetGenerator" and type(D).__name__ == "ResNetDiscriminator"
