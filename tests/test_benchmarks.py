@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _script(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -43,3 +45,14 @@ def test_train_curve_refuses_bad_arguments_before_training(tmp_path, capsys, arg
         _script("train_curve").main([*args, "--out", str(tmp_path / "c")])
     assert e.value.code == 2 and "--" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_speed_sample_times_stylegan_lite_in_both_layouts_and_restores_the_switch(capsys):
+    import argparse
+
+    speed = _script("speed")
+    rows = dict(speed.bench_sample(argparse.Namespace(experiments=True, sample_runs=1)))
+    assert {"stylegan-lite (channels_last)", "stylegan-lite (NCHW)", "dcgan"} <= set(rows)
+    assert all(ms > 0 for ms in rows.values())
+    assert sys.modules["ganhub_stylegan_lite"].CHANNELS_LAST is True
+    assert "stylegan-lite (NCHW)" in capsys.readouterr().out

@@ -19,8 +19,9 @@ from ganhub.errors import ConfigError
 from ganhub.losses import nonsaturating_g, r1_penalty
 from ganhub.variant import BaseConfig, Variant, bounded
 
-# Synthesis runs in channels_last on CPUs (oneDNN's native layout): 64-image grid 182 -> 120 ms and a training
-# step 1.0 -> 0.78 s on one contended core of the 2-core dev box; other devices keep NCHW (unmeasured there).
+# Synthesis runs in channels_last on CPUs (oneDNN's native layout): a 64-image grid took 185.5 ms in NCHW and
+# 115.5 ms so, on one busy thread of a 2-core EPYC (`python benchmarks/speed.py --part sample --experiments
+# --threads 1` times both, interleaved). Other devices keep NCHW (unmeasured there).
 CHANNELS_LAST = True
 SQRT2 = math.sqrt(2.0)  # gain after leaky ReLU keeps activations at unit variance (equalised lr)
 
