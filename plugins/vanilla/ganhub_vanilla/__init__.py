@@ -27,16 +27,16 @@ class Config(BaseConfig):
     d_dropout: float = bounded(0.3, ge=0, lt=1)  # dropout after each of D's hidden layers (Goodfellow et al. 2014 used it)
     # ganhub's usual 1 kimg EMA (16 steps here) still under-produced pullovers at 80,000 steps (1.6 % of
     # samples, FID 227); averaging G over 10 kimg, same training otherwise, gave 3.8 % and FID 152. Longer
-    # still pays: 100 kimg scored 97.5 at 40,000 steps and 82.0 at 80,000 (weights/vanilla; 10 kimg: 147.9
-    # at 80,000; README "Pretrained weights"). The default stays 10: recorded commands hold only the fields
-    # they override.
+    # still pays: 100 kimg scored 97.5 at 40,000 steps, 82.0 at 80,000 and 73.6 at 100,000 (weights/vanilla;
+    # 10 kimg: 147.9 at 80,000; README "Pretrained weights"). The default stays 10: recorded commands hold only
+    # the fields they override.
     ema_half_life_kimg: float = 10.0  # overrides BaseConfig's 1.0
     label_smoothing: float = bounded(0.0, ge=0, lt=1)  # one-sided: D's real targets become 1 - this (Salimans et al. 2016)
     batch_size: int = 64
     # Lazy R1 on real images, added to D's loss every r1_interval steps (0 = off). Off here: the recipe that
     # transformed dcgan (R1 0.1 with lr 1e-3, betas (0, 0.99)) stalled this MLP at FID 236-253 and class KL
     # 0.14-0.19 from 6,000 to 12,000 steps (benchmarks/train_curve.py --variant vanilla --steps 16000 --every
-    # 2000, stopped at 12,000); the bundled weights: 147.9 and 0.094 at 80,000.
+    # 2000, stopped at 12,000); the 10 kimg EMA without R1: 147.9 and 0.094 at 80,000.
     r1_gamma: float = bounded(0.0, ge=0, le=1e4, absent=0.0)
     r1_interval: int = bounded(16, ge=1, le=10000)
     lr_g: float = 2e-4
