@@ -28,6 +28,14 @@ def n_stages(resolution: int) -> int:
     return n
 
 
+def check_labels(conditional: bool, labels: torch.Tensor | None, name: str, call: str) -> None:
+    """A clear error for labels handed to an unconditional network or missing from a conditional one:
+    check_labels(True, None, "generator", "G(z") -> "this generator is class-conditional: call G(z, labels)"."""
+    if (labels is not None) != conditional:
+        raise ValueError(f"this {name} is " + (f"class-conditional: call {call}, labels)" if conditional
+                                               else f"unconditional: call {call})"))
+
+
 def dcgan_init(m: nn.Module) -> None:
     """Radford et al. 2015, sec. 4: all weights from N(0, 0.02); BN scale from N(1, 0.02). Use with .apply()."""
     if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
@@ -83,9 +91,7 @@ class DCGANGenerator(nn.Module):
             raise ValueError(f"init must be 'dcgan' or 'torch', got {init!r}")
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        if (labels is not None) != self.conditional:
-            raise ValueError("this generator is " + ("class-conditional: call G(z, labels)" if self.conditional
-                                                     else "unconditional: call G(z)"))
+        check_labels(self.conditional, labels, "generator", "G(z")
         if not self.conditional:
             return self.net(z[:, :, None, None])
         x = z[:, :, None, None]
