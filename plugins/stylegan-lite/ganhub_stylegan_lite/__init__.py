@@ -42,15 +42,16 @@ class Config(BaseConfig):
     r1_gamma: float = bounded(0.05, ge=0, le=1e4)  # R1 weight; ~0.0002 * res^2 / batch heuristic of StyleGAN2-ADA, rounded up
     r1_interval: int = bounded(16, ge=1, le=10000)  # lazy regularisation: R1 every this many steps (paper: 16)
     batch_size: int = 32
-    # Not StyleGAN2's 2e-3 to 2.5e-3: with equalised lr, Adam's step is a fixed fraction of each weight, and at
-    # this scale 2e-3 learned slowly. 10 kimg EMA, one thread beside one other run, a session apart
-    # (benchmarks/train_curve.py, README "What the learning rate changed for stylegan-lite"): lr 2e-3 scored 500.1, 220.0, 129.0, 119.6, 110.2 at
-    # 1,000-9,000 steps (every 2,000) and 81.0 at 15,000; lr 5e-3 scored 318.8, 112.4, 76.3, 76.2, 29.2, then
-    # 13.6 at 15,000 and 10.7 at 20,000 (weights/stylegan-lite). Folders written before 0.3 record their rates,
-    # so they resume as they were.
+    # Not StyleGAN2's 2e-3 to 2.5e-3: with equalised lr, Adam's step is a fixed fraction of each weight, and
+    # at this scale 2e-3 learned slowly. 10 kimg EMA, one thread beside one other run, a session apart
+    # (benchmarks/train_curve.py, README "What the learning rate changed for stylegan-lite"): lr 2e-3 scored
+    # 500.1, 220.0, 129.0, 119.6, 110.2 at 1,000-9,000 steps (every 2,000) and 81.0 at 15,000; lr 5e-3 scored
+    # 318.8, 112.4, 76.3, 76.2, 29.2, then 13.6 at 15,000 and 10.7 at 20,000 (weights/stylegan-lite). Folders
+    # written before 0.3 record their rates, so they resume as they were.
     lr_g: float = 5e-3
     lr_d: float = 5e-3
-    ema_half_life_kimg: float = 10.0  # overrides BaseConfig's 1.0: 1 kimg (0.2) swung by 15-20 FID per 1,000 steps
+    # Overrides BaseConfig's 1.0: with 1 kimg (0.2), FID swung by 15-20 between checkpoints 1,000 steps apart.
+    ema_half_life_kimg: float = 10.0
     betas: tuple[float, float] = (0.0, 0.99)  # paper: (0, 0.99)
 
 
