@@ -7,11 +7,12 @@ from dataclasses import dataclass
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ganhub import registry
 from ganhub.errors import ConfigError, PluginError, TrainingDiverged
-from ganhub.losses import gradient_penalty, lazy_r1, nonsaturating_g, r1_penalty
+from ganhub.losses import gradient_penalty, lazy_r1, nonsaturating_g, nonsaturating_loss, r1_penalty
 from ganhub.step import Optimizers, PhaseRunner, make_optimizers
 from ganhub.variant import BaseConfig, Variant, build_models, make_config
 
@@ -382,3 +383,21 @@ def test_dcgan_adds_r1_to_D_on_its_interval_and_not_to_G():
     assert on["loss_r1"] > 0 and "loss_r1" not in off
     assert "loss_r1" not in dcgan.loss("G", step=4, **{**args, "fake": fake})[1]
     assert "loss_r1" not in dcgan.loss("D", step=4, **{**args, "cfg": dcgan.make_config(r1_gamma=0.0)})[1]
+
+
+def test_nonsaturating_loss_smooths_only_the_real_targets():
+    vanilla = registry.get("vanilla")
+    assert vanilla.loss is nonsaturating_loss and registry.get("dcgan").loss is nonsaturating_loss
+    D = nn.Sequential(nn.Flatten(1), nn.Linear(2, 1), nn.Flatten(0))
+    real, fake = torch.randn(6, 2), torch.randn(6, 2)
+    args = dict(G=None, D=D, real=real, fake=fake, real_labels=None, fake_labels=None, z=None, step=1)
+    with torch.no_grad():
+        sr, sf = D(real), D(fake)
+    smoothed = vanilla.make_config(label_smoothing=0.2, r1_gamma=0.0)
+    l_d, logs = nonsaturating_loss("D", cfg=smoothed, **args)
+    expected = F.binary_cross_entropy_with_logits(sr, torch.full_like(sr, 0.8)) + F.softplus(sf).mean()
+    assert l_d.item() == pytest.approx(expected.item()) == pytest.approx(logs["loss_D"], rel=1e-6)
+    plain = nonsaturating_loss("D", cfg=vanilla.make_config(r1_gamma=0.0), **args)[0]
+    assert plain.item() != pytest.approx(l_d.item())
+    l_g = nonsaturating_loss("G", cfg=smoothed, **args)[0]  # G's loss ignores the smoothing
+    assert l_g.item() == pytest.approx(F.softplus(-sf).mean().item())

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from ganhub.errors import ConfigError
-from ganhub.losses import add_lazy_r1, bce_d, nonsaturating_g
+from ganhub.losses import nonsaturating_loss
 from ganhub.nets import DCGANGenerator, dcgan_init, n_stages
 from ganhub.variant import BaseConfig, Variant, bounded
 
@@ -70,15 +70,6 @@ def build(cfg: Config) -> tuple[nn.Module, nn.Module]:
     return DCGANGenerator(cfg.z_dim, cfg.channels, cfg.resolution, cfg.g_width, init="dcgan"), Discriminator(cfg)
 
 
-def loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):
-    if phase == "D":
-        l_d = bce_d(D(real), D(fake), real_label=1.0 - cfg.label_smoothing)
-        return add_lazy_r1(l_d, {"loss_D": l_d.item()}, D, real, gamma=cfg.r1_gamma, interval=cfg.r1_interval,
-                           step=step)
-    l_g = nonsaturating_g(D(fake))
-    return l_g, {"loss_G": l_g.item()}
-
-
 variant = Variant(
     name="dcgan",
     paper=(
@@ -88,6 +79,6 @@ variant = Variant(
     summary="Strided-conv G and D with BatchNorm, non-saturating BCE (Radford et al. 2015).",
     config_cls=Config,
     build=build,
-    loss=loss,
+    loss=nonsaturating_loss,
     test_config={"g_width": 4, "d_width": 4, "batch_size": 4, "z_dim": 8, "r1_interval": 1},
 )

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from ganhub.errors import ConfigError
-from ganhub.losses import add_lazy_r1, bce_d, nonsaturating_g
+from ganhub.losses import nonsaturating_loss
 from ganhub.variant import BaseConfig, Variant, bounded
 
 
@@ -90,22 +90,13 @@ def build(cfg: Config) -> tuple[nn.Module, nn.Module]:
     return Generator(cfg), Discriminator(cfg)
 
 
-def loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):
-    if phase == "D":
-        l_d = bce_d(D(real), D(fake), real_label=1.0 - cfg.label_smoothing)
-        return add_lazy_r1(l_d, {"loss_D": l_d.item()}, D, real, gamma=cfg.r1_gamma, interval=cfg.r1_interval,
-                           step=step)
-    l_g = nonsaturating_g(D(fake))
-    return l_g, {"loss_G": l_g.item()}
-
-
 variant = Variant(
     name="vanilla",
     paper="Goodfellow et al. 2014, Generative Adversarial Nets, https://arxiv.org/abs/1406.2661",
     summary="MLP G and D, non-saturating BCE (Goodfellow et al. 2014); also fits the 2-D toy mixtures.",
     config_cls=Config,
     build=build,
-    loss=loss,
+    loss=nonsaturating_loss,
     modalities=("image", "points"),
     test_config={"g_hidden": 32, "d_hidden": 32, "layers": 2, "batch_size": 4, "z_dim": 8, "r1_gamma": 0.1, "r1_interval": 1},
 )
