@@ -7,6 +7,7 @@ Fashion-MNIST extractor (FID, n = 5,000 generated against a fixed 5,000 of the t
 
     python benchmarks/train_curve.py --variant dcgan --steps 3200 --every 400
     python benchmarks/train_curve.py --variant dcgan --steps 3200 --every 400 --set r1_gamma=0   # a lever
+    python benchmarks/train_curve.py --steps 6400 --every 400 --out runs/curve --resume   # the same run, further
 
 Steps, not minutes, are the axis, so two curves can run side by side (`--threads 1` each) without the
 machine's load changing what they measure.
@@ -32,20 +33,26 @@ FID_N = 5000
 KEEP = ("config.json", "model.safetensors")  # what a generator folder needs (ganhub.hub's format)
 
 
-def curve(variant: str, steps: int, every: int, out: Path, *, seed: int = 0, overrides: dict | None = None,
-          precision: str = "auto", limit: int | None = None, fid_n: int = FID_N):
-    """Yields {"step", "fid", "class_kl", "elapsed_s", "folder"} at every checkpoint of a fresh run in `out`."""
+def curve(variant: str | None, steps: int, every: int, out: Path, *, seed: int | None = None,
+          overrides: dict | None = None, precision: str | None = None, limit: int | None = None, fid_n: int = FID_N,
+          resume: bool = False):
+    """Yields {"step", "fid", "class_kl", "elapsed_s", "folder"} at every checkpoint of a fresh run in `out`
+    (variant None = dcgan), or with `resume` of the run already in `out` continued up to `steps` (its recorded
+    variant, seed, config and precision; the earlier at-<step> folders are kept, elapsed_s counts this leg)."""
     run = out / "run"
-    shutil.rmtree(out, ignore_errors=True)
+    if not resume:
+        shutil.rmtree(out, ignore_errors=True)
+        variant, seed, precision = variant or "dcgan", 0 if seed is None else seed, precision or "auto"
     t0, scoring = time.time(), 0.0
-    for ev in train(variant, dataset="fashion-mnist", steps=steps, out=run, seed=seed, overrides=overrides or {},
-                    limit=limit, precision=precision, checkpoint_every=every, preview_every=10**9):
+    for ev in train(variant, dataset=None if resume else "fashion-mnist", steps=steps, out=run, seed=seed,
+                    overrides=overrides or {}, limit=limit, precision=precision, resume=resume,
+                    checkpoint_every=every, preview_every=10**9):
         if ev.kind != "checkpoint":
             continue
         t_ckpt = time.time()
         elapsed = t_ckpt - t0 - scoring  # training time so far: earlier checkpoints' scoring left out
         at = out / f"at-{ev.step}"
-        at.mkdir()
+        at.mkdir(exist_ok=resume)
         for name in KEEP:
             shutil.copy2(run / name, at / name)
         m = evaluate(at, metrics=("fid", "coverage"), n=fid_n, seed=0)["metrics"]
@@ -56,14 +63,16 @@ def curve(variant: str, steps: int, every: int, out: Path, *, seed: int = 0, ove
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--variant", default="dcgan")
+    ap.add_argument("--variant", help="default: dcgan (with --resume: the run's)")
     ap.add_argument("--steps", type=int, default=3200)
     ap.add_argument("--every", type=int, default=400, help="score a checkpoint every this many steps (default 400)")
     ap.add_argument("--out", type=Path, default=Path("runs/curve"))
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, help="default: 0 (with --resume: the run's)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--limit", type=int, help="train on the first N training images")
-    ap.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp32"))
+    ap.add_argument("--precision", choices=("auto", "bf16", "fp32"), help="default: auto (with --resume: the run's)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the run in --out up to --steps, keeping its earlier at-<step> folders")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
     ap.add_argument("--fid-n", type=int, default=FID_N, help=f"generated samples per FID (default {FID_N})")
     args = ap.parse_args(argv)
@@ -76,11 +85,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         points = []
         for p in curve(args.variant, args.steps, args.every, args.out, seed=args.seed, overrides=parse_sets(args.set),
-                       precision=args.precision, limit=args.limit, fid_n=args.fid_n):
+                       precision=args.precision, limit=args.limit, fid_n=args.fid_n, resume=args.resume):
             points.append(p)
             print(json.dumps(p), flush=True)
     except GanhubError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not points:
+        print(f"no new checkpoint: {args.out / 'run'} is already at step {args.steps} or beyond", file=sys.stderr)
         return 2
     best = min(points, key=lambda p: p["fid"])
     print(f"best FID {best['fid']} at step {best['step']}; last {points[-1]['fid']} at step {points[-1]['step']}")

@@ -39,6 +39,24 @@ def test_train_curve_scores_and_keeps_every_checkpoint_and_the_last_step(tmp_pat
     assert lines[-1] == f"best FID {best['fid']} at step {best['step']}; last {points[-1]['fid']} at step 5"
 
 
+def test_train_curve_resume_continues_the_run_and_keeps_the_earlier_points(tmp_path, capsys):
+    curve, out = _script("train_curve"), str(tmp_path / "c")
+    assert curve.main(["--steps", "4", "--every", "2", "--out", out, *TINY]) == 0
+    first = load_file(tmp_path / "c" / "at-4" / "model.safetensors")
+    capsys.readouterr()
+    assert curve.main(["--steps", "6", "--every", "2", "--out", out, "--resume", "--fid-n", "50"]) == 0
+    points = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()[:-1]]
+    assert [p["step"] for p in points] == [6]  # only the new leg is scored; no --variant or --set needed
+    assert sorted(d.name for d in (tmp_path / "c").glob("at-*")) == ["at-2", "at-4", "at-6"]
+    assert all((first[k] == v).all() for k, v in load_file(tmp_path / "c" / "at-4" / "model.safetensors").items())
+    meta = json.loads((tmp_path / "c" / "at-6" / "config.json").read_text())
+    assert meta["step"] == 6 and meta["variant"] == "dcgan" and meta["config"]["g_width"] == 4
+    assert curve.main(["--steps", "6", "--every", "2", "--out", out, "--resume", "--fid-n", "50"]) == 2
+    assert "already at step 6" in capsys.readouterr().err
+    assert curve.main(["--steps", "8", "--out", out, "--resume", "--set", "g_width=8", "--every", "2"]) == 2
+    assert "g_width" in capsys.readouterr().err  # the recorded config is kept, not silently changed
+
+
 @pytest.mark.parametrize("args", [["--steps", "4", "--every", "5"], ["--steps", "0"], ["--fid-n", "1"]])
 def test_train_curve_refuses_bad_arguments_before_training(tmp_path, capsys, args):
     with pytest.raises(SystemExit) as e:
