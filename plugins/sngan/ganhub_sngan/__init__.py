@@ -29,23 +29,23 @@ class Config(BaseConfig):
     g_width: int = bounded(48, ge=1, le=1024)  # channels of G's last hidden layer; doubles toward the 4x4 input
     d_width: int = bounded(32, ge=1, le=1024)  # channels of D's first block; doubles per block
     batch_size: int = 64
-    # Miyato et al. 2018, Table 1 setting C (lr 2e-4, betas (0.5, 0.999), one D step per G step): the
-    # setting where SN stayed strong while other normalisations failed, and DCGAN's own. TTUR (lr_g=1e-4,
-    # lr_d=4e-4, betas=(0, 0.9)) starved the trouser class on Fashion-MNIST (1.3 % of samples at 7,500 steps).
-    # dcgan's 0.2 recipe (lr 1e-3, betas (0, 0.99), 5 kimg EMA) won a 5-minute race here (FID 120.5 against
-    # 183.4 for setting C with the same EMA, 1,154 steps, README "Benchmarks") but lost the long run:
-    # FID 146.6 at 3,000 steps and 142.6 at 5,000 (setting C: 56.9 at 6,500, weights/sngan). Kept: setting C.
-    # Setting C with a 5 kimg EMA and lr_rampdown=0.5 over 10,000 steps: 82.4 at 5,000, 87.1 at 8,000 (stopped);
-    # the same with num_classes=10 scored 37.9 at 10,000 (weights/sngan-cond). README "Pretrained weights".
-    # With R1 (0.2's option below) the verdict flips. Side by side, 8,000 steps, 5 kimg EMA, lr_rampdown=0.5,
-    # r1_gamma=0.1, seed 0: setting C scored 187.9, 126.4, 95.4, 73.1, 68.1 at 1,000-5,000 steps (stopped);
-    # dcgan's recipe 126.6, 59.5, 42.9, 36.6 at 1,000-4,000 and 33.7 at 8,000 (weights/sngan). The defaults stay
-    # setting C for now: changing them would change what every recorded `ganhub train sngan` command means.
-    lr_g: float = 2e-4
-    lr_d: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
+    # dcgan's recipe (lr 1e-3, betas (0, 0.99), a 5 kimg EMA of G) with R1 on real images (Mescheder et al.
+    # 2018; 0 = off), lazily: added to D's loss every r1_interval steps, scaled up to match. Not the paper's
+    # setting C (Miyato et al. 2018, Table 1: lr 2e-4, betas (0.5, 0.999)), plugin 0.1-0.3's defaults with
+    # ganhub's 1 kimg EMA. Side by side, 8,000 steps, 5 kimg EMA, lr_rampdown=0.5, r1_gamma=0.1, seed 0:
+    # setting C scored FID 187.9, 126.4, 95.4, 73.1, 68.1 at 1,000-5,000 steps (stopped), this recipe 126.6,
+    # 59.5, 42.9, 36.6, 31.6. Without R1 it won a 5-minute race (120.5 against setting C's 183.4, README
+    # "Benchmarks") but stood at 146.6 after 3,000 steps. 20,000 steps with lr_rampdown=0.5: FID 17.1
+    # (weights/sngan). TTUR (lr_g=1e-4, lr_d=4e-4, betas=(0, 0.9)) starved the trouser class on Fashion-MNIST
+    # (1.3 % of samples at 7,500 steps). Folders written before 0.4 record their rates and resume as they
+    # were (no r1_gamma recorded: without R1). Setting C with the old EMA: --set lr_g=2e-4 --set lr_d=2e-4
+    # --set betas=0.5,0.999 --set ema_half_life_kimg=1 --set r1_gamma=0.
+    lr_g: float = 1e-3
+    lr_d: float = 1e-3
+    betas: tuple[float, float] = (0.0, 0.99)
     n_critic: int = 1
-    r1_gamma: float = bounded(0.0, ge=0, le=1e4, absent=0.0)  # lazy R1 on real images (see dcgan); 0 = off
+    ema_half_life_kimg: float = 5.0  # overrides BaseConfig's 1.0
+    r1_gamma: float = bounded(0.1, ge=0, le=1e4, absent=0.0)
     r1_interval: int = bounded(16, ge=1, le=10000)  # added to D's loss every this many steps, scaled up to match
 
 
