@@ -23,6 +23,14 @@ fi
 # torch first, exactly this pair: torchvision from the index does not import beside another torch build.
 if ! $PY -c "import torch, torchvision" 2>/dev/null; then
   echo "==> pip install torch torchvision"
+  # On Linux x86_64 PyPI's torch is the CUDA build: a whole test environment takes about 6.2 GB (du of a fresh
+  # .venv-test), more while pip unpacks. Say so up front: pip's own "No space left on device" names no size.
+  prefix=$($PY -c 'import sys; print(sys.prefix)')
+  free_gb=$(df -Pk "$prefix" | awk 'NR == 2 {print int($4 / 1048576)}')
+  if (( free_gb < 9 )); then
+    echo "warning: $free_gb GB free under $prefix; an environment with torch takes about 6.2 GB, and pip needs" \
+         "room for the downloaded wheels on top until it finishes" >&2
+  fi
   $PY -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
 fi
 extras="app"; [[ $WANT_TEST == 1 ]] && extras="app,test,tensorboard"  # tests cover the optional TensorBoard logging too
