@@ -1,9 +1,10 @@
 """Quality within one run: train a variant for `--steps`, scoring its EMA generator every `--every` steps.
 
 A single end-of-run FID hides whether a recipe is still improving, has peaked or is degrading; this
-prints the curve. Each checkpoint's generator (config.json + model.safetensors) is kept as
-`<out>/at-<step>` so any point can be sampled or evaluated further, and scored with the shipped
-Fashion-MNIST extractor (FID, n = 5,000 generated against a fixed 5,000 of the test images; the class mix).
+prints the curve. Each checkpoint's generator (config.json + model.safetensors, and samples.png) is kept
+as `<out>/at-<step>` so any point can be sampled, evaluated further or shipped (scripts/ship_checkpoint.sh),
+and scored with the shipped Fashion-MNIST extractor (FID, n = 5,000 generated against a fixed 5,000 of
+the test images; the class mix).
 
     python benchmarks/train_curve.py --variant dcgan --steps 3200 --every 400
     python benchmarks/train_curve.py --variant dcgan --steps 3200 --every 400 --set r1_gamma=0   # a lever
@@ -30,7 +31,7 @@ from ganhub.metrics import evaluate
 from ganhub.train import train
 
 FID_N = 5000
-KEEP = ("config.json", "model.safetensors")  # what a generator folder needs (ganhub.hub's format)
+KEEP = ("config.json", "model.safetensors", "samples.png")  # a generator folder, with the grid training drew
 
 
 def curve(variant: str | None, steps: int, every: int, out: Path, *, seed: int | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -55,6 +56,36 @@ def test_train_curve_resume_continues_the_run_and_keeps_the_earlier_points(tmp_p
     assert "already at step 6" in capsys.readouterr().err
     assert curve.main(["--steps", "8", "--out", out, "--resume", "--set", "g_width=8", "--every", "2"]) == 2
     assert "g_width" in capsys.readouterr().err  # the recorded config is kept, not silently changed
+
+
+def test_a_curve_checkpoint_ships_as_a_weights_entry(tmp_path, capsys):
+    """scripts/ship_checkpoint.sh: the files, the grid training drew, the recorded scores and the card."""
+    import shutil
+    import subprocess
+
+    curve = _script("train_curve")
+    assert curve.main(["--steps", "2", "--every", "2", "--out", str(tmp_path / "c"), *TINY]) == 0
+    at = tmp_path / "c" / "at-2"
+    repo = tmp_path / "repo"  # the script works in the checkout it lives in: give it a throwaway one
+    (repo / "scripts").mkdir(parents=True)
+    for name in ("ship_checkpoint.sh", "eval_weights.sh"):
+        shutil.copy2(ROOT / "scripts" / name, repo / "scripts" / name)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHON": sys.executable}
+    ship = [str(repo / "scripts" / "ship_checkpoint.sh")]
+    r = subprocess.run([*ship, "tiny", str(tmp_path / "c")], env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and "c has no config.json" in r.stderr  # the curve's folder, not a checkpoint
+    assert not (repo / "weights").exists()
+    r = subprocess.run([*ship, "tiny", str(at)], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    shipped = repo / "weights" / "tiny"
+    assert (shipped / "samples.png").read_bytes() == (at / "samples.png").read_bytes()
+    assert (shipped / "model.safetensors").read_bytes() == (at / "model.safetensors").read_bytes()
+    meta = json.loads((shipped / "config.json").read_text())
+    fid = meta["metrics"]["fid"]
+    assert fid["value"] > 0 and fid["protocol"]["n_generated"] == 5000
+    assert fid["command"].startswith("ganhub eval weights/tiny ") and set(meta["metrics"]) >= {"kid", "precision", "recall", "class_kl"}
+    assert f"| {fid['value']:.4g} |" in (shipped / "README.md").read_text()  # the card's score table
 
 
 @pytest.mark.parametrize("args", [["--steps", "4", "--every", "5"], ["--steps", "0"], ["--fid-n", "1"]])
