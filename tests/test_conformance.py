@@ -167,3 +167,28 @@ def test_sngan_resnet_arch_passes_the_suite():
     check_variant(resnet)
     G, D = resnet.build(resnet.make_config(**resnet.test_config))
     assert type(G).__name__ == "ResNetGenerator" and type(D).__name__ == "ResNetDiscriminator"
+
+
+def test_vanilla_minibatch_discrimination_matches_the_paper():
+    """o(x_i)_b = sum_{j != i} exp(-||M_i,b - M_j,b||_1) (Salimans et al. 2016, eq. in sec. 3.2), appended to
+    D's features, so D judges a sample by its batch: a copy in a batch of copies scores differently."""
+    v = registry.get("vanilla")
+    cfg = v.make_config(**v.test_config)
+    assert cfg.d_minibatch_kernels == 3
+    torch.manual_seed(0)
+    _, D = v.build(cfg)
+    D.eval()  # no dropout
+    mbd = next(m for m in D.modules() if type(m).__name__ == "MinibatchDiscrimination")
+    h = torch.randn(5, mbd.T.in_features)
+    out = mbd(h)
+    m = mbd.T(h).view(5, cfg.d_minibatch_kernels, cfg.d_minibatch_dim)
+    want = torch.stack([sum(torch.exp(-(m[i] - m[j]).abs().sum(1)) for j in range(5) if j != i) for i in range(5)])
+    assert torch.equal(out[:, : h.shape[1]], h)
+    assert torch.allclose(out[:, h.shape[1]:], want, atol=1e-6)
+    assert torch.equal(mbd(h[:1])[:, h.shape[1]:], torch.zeros(1, cfg.d_minibatch_kernels))
+
+    x = torch.randn(4, cfg.channels, cfg.resolution, cfg.resolution)
+    with torch.no_grad():
+        mixed = D(x)[0]
+        copies = D(x[:1].expand(4, -1, -1, -1))[0]
+    assert not torch.allclose(mixed, copies)
