@@ -192,3 +192,40 @@ def test_vanilla_minibatch_discrimination_matches_the_paper():
         mixed = D(x)[0]
         copies = D(x[:1].expand(4, -1, -1, -1))[0]
     assert not torch.allclose(mixed, copies)
+
+
+def test_vanilla_feature_matching_matches_the_paper():
+    """||E f(x) - E f(G(z))||^2 over D's last hidden features f (Salimans et al. 2016, sec. 3.1), weighted
+    into G's loss; it reaches G's parameters, and real images pass through D as the loop sees them."""
+    from ganhub.augment import AugmentedD
+    from ganhub.losses import nonsaturating_g
+
+    v = registry.get("vanilla")
+    cfg = v.make_config(**{**v.test_config, "g_feature_matching": 2.5, "d_minibatch_kernels": 0})
+    torch.manual_seed(0)
+    G, D = v.build(cfg)
+    D.eval()  # no dropout, so the two passes below see the same D
+    real = torch.randn(6, cfg.channels, cfg.resolution, cfg.resolution)
+    fake = G(torch.randn(6, cfg.z_dim))
+    rest = dict(real=real, real_labels=None, fake_labels=None, z=None, step=0)
+    loss, logs = v.loss("G", G=G, D=D, fake=fake, cfg=cfg, **rest)
+    f = D.net[: D.n_hidden]
+    with torch.no_grad():
+        want_fm = (f(real.flatten(1)).mean(0) - f(fake.flatten(1)).mean(0)).square().mean()
+        want = nonsaturating_g(D(fake)) + 2.5 * want_fm
+    assert logs["loss_G_fm"] == pytest.approx(float(want_fm), rel=1e-5) and float(want_fm) > 0
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
+    loss.backward()
+    assert all(p.grad is not None for p in G.parameters())
+    assert D.n_hidden < len(D.net) and D(real, with_features=True)[1].shape == (6, cfg.d_hidden)
+
+    flipped = AugmentedD(D, lambda x: -x)  # the loss must go through the wrapper, not around it
+    _, logs_aug = v.loss("G", G=G, D=flipped, fake=fake.detach(), cfg=cfg, **rest)
+    with torch.no_grad():
+        want_aug = (f(-real.flatten(1)).mean(0) - f(-fake.flatten(1)).mean(0)).square().mean()
+    assert logs_aug["loss_G_fm"] == pytest.approx(float(want_aug), rel=1e-5)
+
+    off = dataclasses.replace(cfg, g_feature_matching=0.0)
+    loss_off, logs_off = v.loss("G", G=G, D=D, fake=fake.detach(), cfg=off, **rest)
+    assert "loss_G_fm" not in logs_off
+    assert loss_off.item() == pytest.approx(nonsaturating_g(D(fake)).item(), rel=1e-5)
