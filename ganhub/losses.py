@@ -94,7 +94,8 @@ def add_lazy_r1(loss: torch.Tensor, logs: dict[str, float], D, real: torch.Tenso
 
 def nonsaturating_loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):
     """A whole Variant.loss for an unconditional D: bce_d with one-sided label smoothing `cfg.label_smoothing`
-    and lazy R1 (`cfg.r1_gamma`, `cfg.r1_interval`) for D, nonsaturating_g for G. dcgan's loss (vanilla's calls it)."""
+    and lazy R1 (`cfg.r1_gamma`, `cfg.r1_interval`) for D, nonsaturating_g for G. dcgan's loss; vanilla's
+    calls it."""
     if phase == "D":
         l_d = bce_d(D(real), D(fake), real_label=1.0 - cfg.label_smoothing)
         return add_lazy_r1(l_d, {"loss_D": l_d.item()}, D, real, gamma=cfg.r1_gamma, interval=cfg.r1_interval,
