@@ -81,8 +81,15 @@ def absent_values(cfg_cls: type) -> dict[str, Any]:
 
 
 def _augment_ok(x: str) -> bool:
-    parts = [p.strip() for p in x.split(",")]
-    return x in ("auto", "off") or (all(p in AUGMENT_POLICIES for p in parts) and len(set(parts)) == len(parts))
+    """The config check accepts exactly what training will parse (one parser, in ganhub.augment)."""
+    from ganhub.augment import parse_policy  # lazily: ganhub.augment imports this module
+    from ganhub.errors import ConfigError
+
+    try:
+        parse_policy(x)
+    except ConfigError:
+        return False
+    return True
 
 
 @dataclass

@@ -113,6 +113,24 @@ def test_policy_parsing():
         DiffAugment("color")(torch.zeros(4, 2))
 
 
+def test_config_check_accepts_what_training_parses():
+    """A config's augment field passes check_config exactly when parse_policy (what training runs) takes it."""
+    from ganhub.variant import BaseConfig, check_config
+
+    for text in [" Color, cutout ", "cutout,color,cutout", "AUTO", "off", "translation",
+                 "colour", "", "color,,cutout", "on", "none"]:
+        try:
+            parse_policy(text)
+            parses = True
+        except ConfigError:
+            parses = False
+        if parses:
+            check_config(BaseConfig(augment=text))
+        else:
+            with pytest.raises(ConfigError, match="augment"):
+                check_config(BaseConfig(augment=text))
+
+
 def test_resolve_policy_auto_rule():
     assert resolve_policy("auto", AUGMENT_AUTO_BELOW - 1, "image") == "color,translation,cutout"
     assert resolve_policy("auto", AUGMENT_AUTO_BELOW, "image") is None
