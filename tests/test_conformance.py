@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ganhub import registry
-from ganhub.errors import PluginError
+from ganhub.errors import ConfigError, PluginError
 from ganhub.testing import CHECKS, check_conditional, check_hooks, check_resume_exact, check_variant
 from ganhub.variant import BaseConfig, Variant
 
@@ -201,7 +201,7 @@ def test_vanilla_feature_matching_matches_the_paper():
     from ganhub.losses import nonsaturating_g
 
     v = registry.get("vanilla")
-    cfg = v.make_config(**{**v.test_config, "g_feature_matching": 2.5, "d_minibatch_kernels": 0})
+    cfg = v.make_config(**{**v.test_config, "g_feature_matching": 2.5, "d_minibatch_kernels": 0, "d_pack": 1})
     torch.manual_seed(0)
     G, D = v.build(cfg)
     D.eval()  # no dropout, so the two passes below see the same D
@@ -229,3 +229,34 @@ def test_vanilla_feature_matching_matches_the_paper():
     loss_off, logs_off = v.loss("G", G=G, D=D, fake=fake.detach(), cfg=off, **rest)
     assert "loss_G_fm" not in logs_off
     assert loss_off.item() == pytest.approx(nonsaturating_g(D(fake)).item(), rel=1e-5)
+
+
+def test_vanilla_packing_judges_samples_together():
+    """PacGAN (Lin et al. 2018): each score is D's logit for its pack's pixels side by side, repeated for
+    every member; a batch the pack does not divide is refused; a spectrally normalised D has unit norms."""
+    v = registry.get("vanilla")
+    cfg = v.make_config(**{**v.test_config, "d_pack": 3, "batch_size": 6, "d_minibatch_kernels": 0,
+                           "d_spectral_norm": False})
+    torch.manual_seed(0)
+    _, D = v.build(cfg)
+    D.eval()
+    x = torch.randn(6, cfg.channels, cfg.resolution, cfg.resolution)
+    with torch.no_grad():
+        s = D(x)
+        assert s.shape == (6,)
+        want = D.net(x.flatten(1).reshape(2, -1)).squeeze(1)  # [x0 x1 x2], [x3 x4 x5]
+        assert torch.allclose(s, want.repeat_interleave(3), atol=1e-6) and s[0] != s[3]
+        y = x.clone()
+        y[1] = -y[1]  # a member of the first pack only
+        t = D(y)
+        assert not torch.allclose(t[:3], s[:3]) and torch.equal(t[3:], s[3:])
+    with pytest.raises(ValueError, match="packs 3 samples"):
+        D(x[:4])
+    with pytest.raises(ConfigError, match="multiple of d_pack"):
+        v.build(dataclasses.replace(cfg, batch_size=8))
+
+    _, D = v.build(dataclasses.replace(cfg, d_spectral_norm=True))
+    for _ in range(30):  # one power iteration per training-mode forward
+        D(x)
+    sigmas = [torch.linalg.matrix_norm(m.weight.detach(), 2).item() for m in D.modules() if isinstance(m, nn.Linear)]
+    assert len(sigmas) == cfg.layers + 1 and all(abs(sg - 1) < 0.05 for sg in sigmas), sigmas

@@ -12,6 +12,7 @@ from torch import nn
 
 from ganhub.errors import ConfigError
 from ganhub.losses import nonsaturating_g, nonsaturating_loss
+from ganhub.nets import spectral_norm
 from ganhub.variant import BaseConfig, Variant, bounded
 
 
@@ -35,6 +36,12 @@ class Config(BaseConfig):
     # Off by default: weights 100 and 1,000 scored FID 90.0 and 92.9 at 100,000 steps, behind the shipped 73.6
     # (README, Pretrained weights).
     g_feature_matching: float = bounded(0.0, ge=0, le=1e6, absent=0.0)
+    # Packing (PacGAN, Lin et al. 2018): D judges d_pack samples of one kind (all real or all fake) at once,
+    # their pixels concatenated, so a G that repeats itself is easier to catch (1 = off). Every sample gets
+    # its pack's score, so D still returns (B,) and the losses are unchanged. batch_size must divide by it.
+    d_pack: int = bounded(1, ge=1, le=64, absent=1)
+    # Spectral normalisation (Miyato et al. 2018) of D's linear layers, kept in fp32 (ganhub.nets).
+    d_spectral_norm: bool = bounded(False, absent=False)
     # ganhub's usual 1 kimg EMA (16 steps here) still under-produced pullovers at 80,000 steps (1.6 % of
     # samples, FID 227); averaging G over 10 kimg, same training otherwise, gave 3.8 % and FID 152. Longer
     # still pays: 100 kimg scored 97.5 at 40,000 steps, 82.0 at 80,000 and 73.6 at 100,000 (weights/vanilla;
@@ -97,24 +104,31 @@ class MinibatchDiscrimination(nn.Module):
 class Discriminator(nn.Module):
     def __init__(self, cfg: Config):
         super().__init__()
-        dims = [out_dim(cfg)] + [cfg.d_hidden] * cfg.layers
+        self.pack = cfg.d_pack
+        dims = [out_dim(cfg) * cfg.d_pack] + [cfg.d_hidden] * cfg.layers
+        norm = spectral_norm if cfg.d_spectral_norm else (lambda m: m)
         body: list[nn.Module] = []
         for a, b in zip(dims, dims[1:]):
-            body += [nn.Linear(a, b), nn.LeakyReLU(0.2)]
+            body += [norm(nn.Linear(a, b)), nn.LeakyReLU(0.2)]
             if cfg.d_dropout:
                 body.append(nn.Dropout(cfg.d_dropout))
         self.n_hidden = len(body)  # net[:n_hidden] gives the features feature matching compares
         if cfg.d_minibatch_kernels:
             body.append(MinibatchDiscrimination(dims[-1], cfg.d_minibatch_kernels, cfg.d_minibatch_dim))
-        body.append(nn.Linear(dims[-1] + cfg.d_minibatch_kernels, 1))
+        body.append(norm(nn.Linear(dims[-1] + cfg.d_minibatch_kernels, 1)))
         self.net = nn.Sequential(*body)
 
+    def _packed(self, x: torch.Tensor) -> torch.Tensor:  # (B, *shape) -> (B / pack, pack * prod(shape))
+        if x.shape[0] % self.pack:
+            raise ValueError(f"vanilla's D packs {self.pack} samples at a time (d_pack); got a batch of {x.shape[0]}")
+        return x.reshape(x.shape[0] // self.pack, -1)
+
     def forward(self, x: torch.Tensor, with_features: bool = False):
-        """(B, *shape) -> (B,) logits; with_features: (logits, (B, d_hidden) last hidden features)."""
-        if not with_features:
-            return self.net(x.flatten(1)).squeeze(1)
-        h = self.net[: self.n_hidden](x.flatten(1))
-        return self.net[self.n_hidden :](h).squeeze(1), h
+        """(B, *shape) -> (B,) logits, each sample its pack's; with_features: (logits, (B / d_pack, d_hidden)
+        last hidden features)."""
+        h = self.net[: self.n_hidden](self._packed(x))
+        logits = self.net[self.n_hidden :](h).squeeze(1).repeat_interleave(self.pack, 0)
+        return (logits, h) if with_features else logits
 
 
 def loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):
@@ -134,6 +148,9 @@ def loss(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):
 def build(cfg: Config) -> tuple[nn.Module, nn.Module]:
     if cfg.num_classes:
         raise ConfigError("vanilla is unconditional; --set num_classes=0, or use sngan for a class-conditional GAN")
+    if cfg.batch_size % cfg.d_pack:
+        raise ConfigError(f"batch_size ({cfg.batch_size}) must be a multiple of d_pack ({cfg.d_pack}): D judges "
+                          f"d_pack samples at a time")
     return Generator(cfg), Discriminator(cfg)
 
 
@@ -146,5 +163,6 @@ variant = Variant(
     loss=loss,
     modalities=("image", "points"),
     test_config={"g_hidden": 32, "d_hidden": 32, "layers": 2, "batch_size": 4, "z_dim": 8, "r1_gamma": 0.1, "r1_interval": 1,
-                 "d_minibatch_kernels": 3, "d_minibatch_dim": 2, "g_feature_matching": 1.0},
+                 "d_minibatch_kernels": 3, "d_minibatch_dim": 2, "g_feature_matching": 1.0, "d_pack": 2,
+                 "d_spectral_norm": True},
 )
