@@ -114,7 +114,7 @@ def test_policy_parsing():
 
 
 def test_config_check_accepts_what_training_parses():
-    """A config's augment field passes check_config exactly when parse_policy (what training runs) takes it."""
+    """A config's augment field passes check_config exactly when parse_policy (what training runs) does."""
     from ganhub.variant import BaseConfig, check_config
 
     for text in [" Color, cutout ", "cutout,color,cutout", "AUTO", "off", "translation",

@@ -258,5 +258,6 @@ def test_vanilla_packing_judges_samples_together():
     _, D = v.build(dataclasses.replace(cfg, d_spectral_norm=True))
     for _ in range(30):  # one power iteration per training-mode forward
         D(x)
-    sigmas = [torch.linalg.matrix_norm(m.weight.detach(), 2).item() for m in D.modules() if isinstance(m, nn.Linear)]
+    linears = [m for m in D.modules() if isinstance(m, nn.Linear)]
+    sigmas = [torch.linalg.matrix_norm(m.weight.detach(), 2).item() for m in linears]
     assert len(sigmas) == cfg.layers + 1 and all(abs(sg - 1) < 0.05 for sg in sigmas), sigmas

@@ -120,7 +120,8 @@ class Discriminator(nn.Module):
 
     def _packed(self, x: torch.Tensor) -> torch.Tensor:  # (B, *shape) -> (B / pack, pack * prod(shape))
         if x.shape[0] % self.pack:
-            raise ValueError(f"vanilla's D packs {self.pack} samples at a time (d_pack); got a batch of {x.shape[0]}")
+            raise ValueError(f"vanilla's D packs {self.pack} samples at a time (d_pack); "
+                             f"got a batch of {x.shape[0]}")
         return x.reshape(x.shape[0] // self.pack, -1)
 
     def forward(self, x: torch.Tensor, with_features: bool = False):
@@ -149,8 +150,8 @@ def build(cfg: Config) -> tuple[nn.Module, nn.Module]:
     if cfg.num_classes:
         raise ConfigError("vanilla is unconditional; --set num_classes=0, or use sngan for a class-conditional GAN")
     if cfg.batch_size % cfg.d_pack:
-        raise ConfigError(f"batch_size ({cfg.batch_size}) must be a multiple of d_pack ({cfg.d_pack}): D judges "
-                          f"d_pack samples at a time")
+        raise ConfigError(f"batch_size ({cfg.batch_size}) must be a multiple of d_pack ({cfg.d_pack}): "
+                          f"D judges d_pack samples at a time")
     return Generator(cfg), Discriminator(cfg)
 
 
