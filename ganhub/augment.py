@@ -25,28 +25,13 @@ from torch import nn
 
 from ganhub.errors import ConfigError
 from ganhub.variant import AUGMENT_POLICIES as POLICIES  # color, translation, cutout
+from ganhub.variant import parse_policy  # the one parser, below this module so config checks can use it
 
 AUGMENT_AUTO_BELOW = 5000  # "auto" augments datasets with fewer images than this (the paper's gains are
 # largest at 100-5,000 images and vanish towards the full 50-70k of CIFAR-10/FFHQ; Fashion-MNIST's 60k: off)
 AUTO_POLICY = ",".join(POLICIES)  # all three: the paper's recommendation for small data
 TRANSLATION_RATIO = 1 / 8
 CUTOUT_RATIO = 1 / 2
-
-
-def parse_policy(augment: str) -> str:
-    """"auto", "off" or a comma list of color, translation, cutout -> its canonical spelling."""
-    if not isinstance(augment, str):
-        raise ConfigError(f"augment must be a string, got {augment!r}; use auto, off or e.g. color,translation")
-    text = augment.strip().lower()
-    if text in ("auto", "off"):
-        return text
-    parts = [p.strip() for p in text.split(",")]
-    bad = [p for p in parts if p not in POLICIES]
-    if bad or not parts:
-        raise ConfigError(
-            f"augment={augment!r}: unknown part {bad[0]!r}; use auto, off, or a comma list of {', '.join(POLICIES)}"
-        )
-    return ",".join(dict.fromkeys(parts))  # order as given, duplicates dropped
 
 
 def resolve_policy(augment: str, n_images: int, kind: str = "image") -> str | None:

@@ -17,10 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ganhub.errors import ConfigError
+
 API_VERSION = 2  # bump on any incompatible change to Variant or the loss/build signatures
 
-# DiffAugment's transformations (Zhao et al. 2020), named here, below ganhub.augment (which implements them),
-# so that config validation and the augmentation code share one list.
+# DiffAugment's transformations (Zhao et al. 2020), named and parsed here, below ganhub.augment (which
+# implements them), so that config validation and the augmentation code share one list and one parser.
 AUGMENT_POLICIES = ("color", "translation", "cutout")
 
 
@@ -80,11 +82,24 @@ def absent_values(cfg_cls: type) -> dict[str, Any]:
     return {f.name: f.metadata["absent"] for f in dataclasses.fields(cfg_cls) if "absent" in f.metadata}
 
 
-def _augment_ok(x: str) -> bool:
-    """The config check accepts exactly what training will parse (one parser, in ganhub.augment)."""
-    from ganhub.augment import parse_policy  # lazily: ganhub.augment imports this module
-    from ganhub.errors import ConfigError
+def parse_policy(augment: str) -> str:
+    """"auto", "off" or a comma list of color, translation, cutout -> its canonical spelling."""
+    if not isinstance(augment, str):
+        raise ConfigError(f"augment must be a string, got {augment!r}; use auto, off or e.g. color,translation")
+    text = augment.strip().lower()
+    if text in ("auto", "off"):
+        return text
+    parts = [p.strip() for p in text.split(",")]
+    bad = [p for p in parts if p not in AUGMENT_POLICIES]
+    if bad or not parts:
+        raise ConfigError(
+            f"augment={augment!r}: unknown part {bad[0]!r}; use auto, off, or a comma list of {', '.join(AUGMENT_POLICIES)}"
+        )
+    return ",".join(dict.fromkeys(parts))  # order as given, duplicates dropped
 
+
+def _augment_ok(x: str) -> bool:
+    """The config check accepts exactly what training will parse (one parser, parse_policy)."""
     try:
         parse_policy(x)
     except ConfigError:
@@ -169,8 +184,6 @@ def field_bounds(cfg_cls: type) -> dict[str, Bounds]:
 def make_config(cfg_cls: type[BaseConfig], overrides: Mapping[str, Any] | None = None) -> BaseConfig:
     """Build a config from overrides (CLI strings or JSON values), checking type, finiteness, range and
     choices of every field. Raises ConfigError naming the key, the value and the bound."""
-    from ganhub.errors import ConfigError
-
     if overrides is not None and not isinstance(overrides, Mapping):
         raise ConfigError(f"a config must be a mapping of key to value, got {type(overrides).__name__}")
     defaults = cfg_cls()
@@ -187,8 +200,6 @@ def make_config(cfg_cls: type[BaseConfig], overrides: Mapping[str, Any] | None =
 
 def check_config(cfg: BaseConfig) -> None:
     """Every field finite and inside its declared bounds, else ConfigError (one line)."""
-    from ganhub.errors import ConfigError
-
     bounds = field_bounds(type(cfg))
     for key in config_fields(type(cfg)):
         value = getattr(cfg, key)
@@ -205,8 +216,6 @@ def check_config(cfg: BaseConfig) -> None:
 
 def coerce(key: str, value: Any, default: Any) -> Any:
     """Convert `value` (maybe a CLI string or JSON list) to the type of `default`, or raise ConfigError."""
-    from ganhub.errors import ConfigError
-
     def bad() -> ConfigError:
         return ConfigError(f"config key {key!r} expects {type(default).__name__} like {default!r}, got {value!r}")
 
@@ -277,8 +286,6 @@ def build_models(variant: Variant, cfg: BaseConfig) -> tuple[nn.Module, nn.Modul
 def supports_classes(variant: Variant) -> bool:
     """Whether the variant builds class-conditional networks (it refuses num_classes > 0 with ConfigError
     otherwise); tried at its tiny test_config, so this takes milliseconds."""
-    from ganhub.errors import ConfigError
-
     try:
         build_models(variant, make_config(variant.config_cls, {**variant.test_config, "num_classes": 2}))
     except ConfigError:
