@@ -93,7 +93,8 @@ def parse_policy(augment: str) -> str:
     bad = [p for p in parts if p not in AUGMENT_POLICIES]
     if bad or not parts:
         raise ConfigError(
-            f"augment={augment!r}: unknown part {bad[0]!r}; use auto, off, or a comma list of {', '.join(AUGMENT_POLICIES)}"
+            f"augment={augment!r}: unknown part {bad[0]!r}; use auto, off, or a comma list of "
+            + ", ".join(AUGMENT_POLICIES)
         )
     return ",".join(dict.fromkeys(parts))  # order as given, duplicates dropped
 
