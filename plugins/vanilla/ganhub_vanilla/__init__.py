@@ -33,20 +33,25 @@ class Config(BaseConfig):
     d_minibatch_dim: int = bounded(5, ge=1, le=1024)  # kernel size (C in the paper, 5 in its code)
     # Feature matching (Salimans et al. 2016, sec. 3.1) added to G's loss with this weight (0 = off): the mean
     # squared gap between the batch means of D's last hidden features on real and on fake images.
-    # Off by default: weights 100 and 1,000 scored FID 90.0 and 92.9 at 100,000 steps, behind the shipped 73.6
-    # (README, Pretrained weights).
+    # Off by default: weights 100 and 1,000 scored FID 90.0 and 92.9 at 100,000 steps, behind the EMA-only
+    # run's 73.6 (README, Pretrained weights).
     g_feature_matching: float = bounded(0.0, ge=0, le=1e6, absent=0.0)
     # Packing (PacGAN, Lin et al. 2018): D judges d_pack samples of one kind (all real or all fake) at once,
     # their pixels concatenated, so a G that repeats itself is easier to catch (1 = off). Every sample gets
     # its pack's score, so D still returns (B,) and the losses are unchanged. batch_size must divide by it.
+    # Off by default: packs of 2 scored FID 285.6 and 230.1 at 10,000 and 20,000 steps, far behind the
+    # EMA-only run's 203.0 and 134.0 (README, Pretrained weights).
     d_pack: int = bounded(1, ge=1, le=64, absent=1)
-    # Spectral normalisation (Miyato et al. 2018) of D's linear layers, kept in fp32 (ganhub.nets).
+    # Spectral normalisation (Miyato et al. 2018) of D's linear layers, kept in fp32 (ganhub.nets). The
+    # shipped weights use it, with the 100 kimg EMA: FID 68.0 and 71.5 at 100,000 steps in two runs against
+    # 73.6 without, 60.3 at 150,000. The default stays off, like the EMA's below, because a recorded command
+    # holds only the fields it overrides.
     d_spectral_norm: bool = bounded(False, absent=False)
     # ganhub's usual 1 kimg EMA (16 steps here) still under-produced pullovers at 80,000 steps (1.6 % of
     # samples, FID 227); averaging G over 10 kimg, same training otherwise, gave 3.8 % and FID 152. Longer
-    # still pays: 100 kimg scored 97.5 at 40,000 steps, 82.0 at 80,000 and 73.6 at 100,000 (weights/vanilla;
-    # 10 kimg: 147.9 at 80,000; README "Pretrained weights"). The default stays 10: recorded commands hold only
-    # the fields they override.
+    # still pays: 100 kimg scored 97.5 at 40,000 steps, 82.0 at 80,000 and 73.6 at 100,000 (the weights before
+    # the spectral-norm ones; 10 kimg: 147.9 at 80,000; README "Pretrained weights"). The default stays 10:
+    # recorded commands hold only the fields they override.
     ema_half_life_kimg: float = 10.0  # overrides BaseConfig's 1.0
     label_smoothing: float = bounded(0.0, ge=0, lt=1)  # one-sided: D's real targets become 1 - this (Salimans et al. 2016)
     batch_size: int = 64
