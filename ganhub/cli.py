@@ -189,9 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code = int(args.func(args) or 0)
-        if getattr(args, "exit_together", False):
+        if code == 0 or getattr(args, "exit_together", False):  # a finished run, or a stop every rank agreed on
             return _exit_together(code)
-        _leave_process_group()
+        _leave_process_group()  # a rank interrupted on its own: a barrier could wait for ever
         return code
     except GanhubError as e:
         if _rank() == 0:  # under torchrun every rank raises the same agreed error: one line, from rank 0
@@ -208,8 +208,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _exit_together(code: int) -> int:
-    """Under torchrun, ranks that stop on an agreed error or interruption leave at the same instant: torchrun
-    kills the ranks still running when one exits with an error, which would turn their exit code into SIGTERM."""
+    """Under torchrun, every rank leaves at the same instant and without the interpreter's teardown; elsewhere
+    this returns `code`. At the same instant: torchrun kills the ranks still running when one exits with an
+    error, which would turn their exit code into SIGTERM. Without teardown: gloo's threads can abort a rank
+    that is being torn down ("terminate called without an active exception"), even after
+    destroy_process_group, turning a finished run into a failed one (seen once in a full CI run, in a
+    two-process test). All work is on disk by now, rank 0's checkpoint agreed by every rank, and no
+    collective is in flight after the barrier."""
     import torch
 
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
@@ -221,8 +226,7 @@ def _exit_together(code: int) -> int:
 
 
 def _leave_process_group() -> None:
-    """After a torchrun training that ended normally (the last checkpoint was agreed by every rank): leave the
-    process group before the interpreter exits, or gloo's threads may abort the process at teardown."""
+    """Leave the process group on this rank alone (no barrier: the other ranks may not come)."""
     torch = sys.modules.get("torch")
     if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()

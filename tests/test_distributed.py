@@ -111,12 +111,23 @@ def spy_ema(G_ema, G, *args, **kwargs):
     seen["G"], seen["G_ema"] = G, G_ema
     return update_ema(G_ema, G, *args, **kwargs)
 T.make_optimizers, T.update_ema = spy_optimizers, spy_ema
-try:
-    code = cli.main(argv)
-finally:
+
+
+def write_report():
     report["hashes"] = {name: digest(m) for name, m in seen.items()}
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(report, f)
+
+
+real_exit = os._exit
+def exit_after_report(code):  # under torchrun, cli.main ends the process itself (cli._exit_together)
+    write_report()
+    real_exit(code)
+os._exit = exit_after_report
+try:
+    code = cli.main(argv)
+finally:
+    write_report()
 sys.exit(code)
 '''
 
