@@ -44,8 +44,8 @@ class Config(BaseConfig):
     d_pack: int = bounded(1, ge=1, le=64, absent=1)
     # Spectral normalisation (Miyato et al. 2018) of D's linear layers, kept in fp32 (ganhub.nets). The
     # shipped weights use it, with the 100 kimg EMA: FID 68.0 and 71.5 at 100,000 steps in two runs against
-    # 73.6 without, 60.3 at 150,000. The default stays off, like the EMA's below, because a recorded command
-    # holds only the fields it overrides.
+    # 73.6 without, 60.3 at 150,000, 46.8 at 300,000. The default stays off, like the EMA's below, because a
+    # recorded command holds only the fields it overrides.
     d_spectral_norm: bool = bounded(False, absent=False)
     # ganhub's usual 1 kimg EMA (16 steps here) still under-produced pullovers at 80,000 steps (1.6 % of
     # samples, FID 227); averaging G over 10 kimg, same training otherwise, gave 3.8 % and FID 152. Longer
