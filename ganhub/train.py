@@ -165,14 +165,18 @@ def train_spec(
     for name, value in (("--preview-every", preview_every), ("--checkpoint-every", checkpoint_every), ("log_every", log_every)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f"{name} must be an integer at least 1 (steps), got {value!r}")
-    if resume and folder.has_config():  # a spec handed in directly must be the recorded run (bar steps)
+    if resume and folder.has_config():  # a spec handed in directly must be the recorded run (bar its schedule)
         recorded = folder.spec
         moved = spec.dataset not in BUILTIN_DATASETS and recorded.dataset not in BUILTIN_DATASETS  # same images, new path
         changed = [f.name for f in dataclasses.fields(RunSpec)
-                   if f.name not in ("steps", "plugin", "world_size", "augment_policy")
+                   if f.name not in ("steps", "plugin", "world_size", "augment_policy", "config")
                    and getattr(recorded, f.name) != getattr(spec, f.name) and not (f.name == "dataset" and moved)]
+        was = make_config(v.config_cls, recorded.config_dict())
+        changed += sorted(f.name for f in dataclasses.fields(was)
+                          if f.name != "lr_rampdown" and getattr(was, f.name) != getattr(cfg, f.name))
         if changed:
             raise ConfigError(f"cannot change {changed} when resuming; start a new run folder instead")
+        _check_schedule(recorded.steps, was.lr_rampdown, spec.steps, cfg.lr_rampdown, folder.checkpoint_step())
     world_size = _env_world_size()
     if spec.world_size != world_size:
         launch = f"torchrun --nproc-per-node {spec.world_size}" if spec.world_size > 1 else "plain `ganhub train` (one process)"
@@ -226,7 +230,9 @@ def _resumed_spec(folder: RunFolder, variant: str | Variant | None, *, dataset, 
     if values:
         recorded = make_config(v.config_cls, spec.config_dict())
         asked = make_config(v.config_cls, {**spec.config_dict(), **values})
-        changed += sorted(k for k in values if getattr(recorded, k, None) != getattr(asked, k, None))
+        changed += sorted(k for k in values if k != "lr_rampdown" and getattr(recorded, k, None) != getattr(asked, k, None))
+        if "lr_rampdown" in values:  # train_spec checks that the steps trained so far keep their rates
+            spec = dataclasses.replace(spec, config={**spec.config, "lr_rampdown": asked.lr_rampdown})
     for key, given in (("seed", seed), ("limit", limit), ("precision", precision), ("sync_bn", sync_bn)):
         if given is not None and given != getattr(spec, key):
             changed.append(key)
@@ -238,6 +244,25 @@ def _resumed_spec(folder: RunFolder, variant: str | Variant | None, *, dataset, 
     if changed:
         raise ConfigError(f"cannot change {changed} when resuming; start a new run folder instead")
     return dataclasses.replace(spec, steps=steps) if steps is not None else spec
+
+
+def _check_schedule(old_steps: int, old_decay: float, steps: int, decay: float, trained: int | None) -> None:
+    """A resumed run may move its end (`steps`) and start or change an lr_rampdown only where every step trained
+    so far keeps the rate it ran at: then the recorded command, run in one go, is the same run. `lr_factor` never
+    rises, so the two schedules agree on steps 0..trained-1 when they are equal or both still 1 at the last one.
+    """
+    if not trained or (old_steps, old_decay) == (steps, decay):
+        return
+    last = trained - 1
+    if lr_factor(last, old_steps, old_decay) == 1 == lr_factor(last, steps, decay):
+        return
+    if lr_factor(last, old_steps, old_decay) < 1:
+        why = (f"its learning rate already ramped down (lr_rampdown={old_decay:g} of {old_steps:,} steps) before "
+               f"step {trained:,}, so it cannot be carried to {steps:,} steps or another lr_rampdown")
+    else:
+        why = (f"lr_rampdown={decay:g} of {steps:,} steps would lower the rate before step {trained:,}, which "
+               f"already ran at the full rate; use lr_rampdown <= {max(0.0, 1 - trained / steps):.4g}")
+    raise ConfigError(f"cannot resume this run with that schedule: {why}; start a new run folder instead")
 
 
 def _env_world_size() -> int:

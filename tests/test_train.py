@@ -137,6 +137,26 @@ def test_lr_rampdown_lowers_the_rates_and_a_stopped_run_resumes_exactly(tmp_path
     assert same_files(tmp_path / "once", tmp_path / "flat") and _lrs(tmp_path / "flat") == pytest.approx([lr] * 2)
 
 
+def test_a_flat_run_resumed_with_an_lr_rampdown_is_the_run_its_recorded_command_makes(tmp_path):
+    """3 steps at the full rate, resumed to 6 with lr_rampdown=0.5 (which leaves steps 1-3 at 1) == 6 in one go;
+    a schedule that would have lowered a step already trained at the full rate, or a run already ramped down, is
+    refused before any work."""
+    sets = {**tiny("dcgan"), "lr_rampdown": 0.5}
+    run("dcgan", tmp_path / "once", 6, overrides=sets)
+    run("dcgan", tmp_path / "legs", 3)
+    with pytest.raises(ConfigError, match=r"would lower the rate before step 3.*use lr_rampdown <= 0\.5"):
+        run("dcgan", tmp_path / "legs", 6, resume=True, overrides={**sets, "lr_rampdown": 0.9})
+    run("dcgan", tmp_path / "legs", 6, resume=True, overrides=sets)
+    assert same_files(tmp_path / "once", tmp_path / "legs") == []
+    recipe = RunFolder(tmp_path / "legs").spec
+    assert recipe.config["lr_rampdown"] == 0.5 and recipe.steps == 6
+    assert recipe.command("r") == RunFolder(tmp_path / "once").spec.command("r") and "lr_rampdown=0.5" in recipe.command("r")
+    with pytest.raises(ConfigError, match="already ramped down.*before step 6"):
+        run("dcgan", tmp_path / "legs", 10, resume=True)
+    with pytest.raises(ConfigError, match=r"cannot change \['lr_g'\]"):
+        run("dcgan", tmp_path / "legs", 10, resume=True, overrides={**sets, "lr_g": 0.0123})
+
+
 def test_lr_rampdown_is_refused_beside_a_plugins_own_schedulers(tmp_path):
     v = registry.get("dcgan")
 
