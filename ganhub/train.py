@@ -165,6 +165,11 @@ def train_spec(
     for name, value in (("--preview-every", preview_every), ("--checkpoint-every", checkpoint_every), ("log_every", log_every)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f"{name} must be an integer at least 1 (steps), got {value!r}")
+    world_size = _env_world_size()  # first: how the run is launched, then what it may change
+    if spec.world_size != world_size:
+        launch = f"torchrun --nproc-per-node {spec.world_size}" if spec.world_size > 1 else "plain `ganhub train` (one process)"
+        raise ConfigError(f"this run is for {spec.world_size} process(es) but {world_size} were launched; "
+                          f"{'resume' if resume else 'run'} it with {launch}, or start a new run folder")
     if resume and folder.has_config():  # a spec handed in directly must be the recorded run (bar its schedule)
         recorded = folder.spec
         moved = spec.dataset not in BUILTIN_DATASETS and recorded.dataset not in BUILTIN_DATASETS  # same images, new path
@@ -177,11 +182,6 @@ def train_spec(
         if changed:
             raise ConfigError(f"cannot change {changed} when resuming; start a new run folder instead")
         _check_schedule(recorded.steps, was.lr_rampdown, spec.steps, cfg.lr_rampdown, folder.checkpoint_step())
-    world_size = _env_world_size()
-    if spec.world_size != world_size:
-        launch = f"torchrun --nproc-per-node {spec.world_size}" if spec.world_size > 1 else "plain `ganhub train` (one process)"
-        raise ConfigError(f"this run is for {spec.world_size} process(es) but {world_size} were launched; "
-                          f"{'resume' if resume else 'run'} it with {launch}, or start a new run folder")
     dev = _device(device)
     precision = resolve_precision(spec.precision, dev)
     if spec.sync_bn and spec.world_size > 1 and dev.type not in ("cuda", "xpu"):
