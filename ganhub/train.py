@@ -23,6 +23,7 @@ import copy
 import dataclasses
 import io
 import logging
+import math
 import os
 import shutil
 import signal
@@ -170,7 +171,7 @@ def train_spec(
         launch = f"torchrun --nproc-per-node {spec.world_size}" if spec.world_size > 1 else "plain `ganhub train` (one process)"
         raise ConfigError(f"this run is for {spec.world_size} process(es) but {world_size} were launched; "
                           f"{'resume' if resume else 'run'} it with {launch}, or start a new run folder")
-    if resume and folder.has_config():  # a spec handed in directly must be the recorded run (bar its schedule)
+    if resume and folder.has_config():  # a spec handed in directly: the recorded run, bar its schedule
         recorded = folder.spec
         moved = spec.dataset not in BUILTIN_DATASETS and recorded.dataset not in BUILTIN_DATASETS  # same images, new path
         changed = [f.name for f in dataclasses.fields(RunSpec)
@@ -181,7 +182,8 @@ def train_spec(
                           if f.name != "lr_rampdown" and getattr(was, f.name) != getattr(cfg, f.name))
         if changed:
             raise ConfigError(f"cannot change {changed} when resuming; start a new run folder instead")
-        _check_schedule(recorded.steps, was.lr_rampdown, spec.steps, cfg.lr_rampdown, folder.checkpoint_step())
+        _check_schedule(recorded.steps, was.lr_rampdown, spec.steps, cfg.lr_rampdown,
+                        folder.checkpoint_step())
     dev = _device(device)
     precision = resolve_precision(spec.precision, dev)
     if spec.sync_bn and spec.world_size > 1 and dev.type not in ("cuda", "xpu"):
@@ -230,7 +232,8 @@ def _resumed_spec(folder: RunFolder, variant: str | Variant | None, *, dataset, 
     if values:
         recorded = make_config(v.config_cls, spec.config_dict())
         asked = make_config(v.config_cls, {**spec.config_dict(), **values})
-        changed += sorted(k for k in values if k != "lr_rampdown" and getattr(recorded, k, None) != getattr(asked, k, None))
+        changed += sorted(k for k in values
+                          if k != "lr_rampdown" and getattr(recorded, k, None) != getattr(asked, k, None))
         if "lr_rampdown" in values:  # train_spec checks that the steps trained so far keep their rates
             spec = dataclasses.replace(spec, config={**spec.config, "lr_rampdown": asked.lr_rampdown})
     for key, given in (("seed", seed), ("limit", limit), ("precision", precision), ("sync_bn", sync_bn)):
@@ -247,9 +250,10 @@ def _resumed_spec(folder: RunFolder, variant: str | Variant | None, *, dataset, 
 
 
 def _check_schedule(old_steps: int, old_decay: float, steps: int, decay: float, trained: int | None) -> None:
-    """A resumed run may move its end (`steps`) and start or change an lr_rampdown only where every step trained
-    so far keeps the rate it ran at: then the recorded command, run in one go, is the same run. `lr_factor` never
-    rises, so the two schedules agree on steps 0..trained-1 when they are equal or both still 1 at the last one.
+    """A resumed run may move its end (`steps`) and start or change an lr_rampdown only where every step
+    trained so far keeps the rate it ran at: then the recorded command, run in one go, is the same run.
+    `lr_factor` never rises, so the two schedules agree on steps 0..trained-1 when they are equal or both
+    still 1 at the last one.
     """
     if not trained or (old_steps, old_decay) == (steps, decay):
         return
@@ -257,11 +261,12 @@ def _check_schedule(old_steps: int, old_decay: float, steps: int, decay: float, 
     if lr_factor(last, old_steps, old_decay) == 1 == lr_factor(last, steps, decay):
         return
     if lr_factor(last, old_steps, old_decay) < 1:
-        why = (f"its learning rate already ramped down (lr_rampdown={old_decay:g} of {old_steps:,} steps) before "
-               f"step {trained:,}, so it cannot be carried to {steps:,} steps or another lr_rampdown")
-    else:
-        why = (f"lr_rampdown={decay:g} of {steps:,} steps would lower the rate before step {trained:,}, which "
-               f"already ran at the full rate; use lr_rampdown <= {max(0.0, 1 - trained / steps):.4g}")
+        why = (f"its learning rate already ramped down (lr_rampdown={old_decay:g} of {old_steps:,} steps) "
+               f"before step {trained:,}, so it cannot be carried to {steps:,} steps or another lr_rampdown")
+    else:  # the bound, rounded down to 4 decimals so that the value shown is one that is accepted
+        bound = math.floor(max(0.0, 1 - trained / steps) * 1e4) / 1e4
+        why = (f"lr_rampdown={decay:g} of {steps:,} steps would lower the rate before step {trained:,}, "
+               f"which already ran at the full rate; use lr_rampdown <= {bound:g}")
     raise ConfigError(f"cannot resume this run with that schedule: {why}; start a new run folder instead")
 
 

@@ -1,6 +1,7 @@
 import dataclasses
 import errno
 import json
+import re
 import shlex
 import shutil
 import threading
@@ -138,9 +139,9 @@ def test_lr_rampdown_lowers_the_rates_and_a_stopped_run_resumes_exactly(tmp_path
 
 
 def test_a_flat_run_resumed_with_an_lr_rampdown_is_the_run_its_recorded_command_makes(tmp_path):
-    """3 steps at the full rate, resumed to 6 with lr_rampdown=0.5 (which leaves steps 1-3 at 1) == 6 in one go;
-    a schedule that would have lowered a step already trained at the full rate, or a run already ramped down, is
-    refused before any work."""
+    """3 steps at the full rate, resumed to 6 with lr_rampdown=0.5 (which leaves steps 1-3 at 1) == 6 in one
+    go; a schedule that would have lowered a step already trained at the full rate, or a run already ramped
+    down, is refused before any work."""
     sets = {**tiny("dcgan"), "lr_rampdown": 0.5}
     run("dcgan", tmp_path / "once", 6, overrides=sets)
     run("dcgan", tmp_path / "legs", 3)
@@ -150,11 +151,25 @@ def test_a_flat_run_resumed_with_an_lr_rampdown_is_the_run_its_recorded_command_
     assert same_files(tmp_path / "once", tmp_path / "legs") == []
     recipe = RunFolder(tmp_path / "legs").spec
     assert recipe.config["lr_rampdown"] == 0.5 and recipe.steps == 6
-    assert recipe.command("r") == RunFolder(tmp_path / "once").spec.command("r") and "lr_rampdown=0.5" in recipe.command("r")
+    assert recipe.command("r") == RunFolder(tmp_path / "once").spec.command("r")
+    assert "lr_rampdown=0.5" in recipe.command("r")
     with pytest.raises(ConfigError, match="already ramped down.*before step 6"):
         run("dcgan", tmp_path / "legs", 10, resume=True)
     with pytest.raises(ConfigError, match=r"cannot change \['lr_g'\]"):
         run("dcgan", tmp_path / "legs", 10, resume=True, overrides={**sets, "lr_g": 0.0123})
+
+
+def test_the_lr_rampdown_a_refused_resume_suggests_is_accepted():
+    """The suggested bound is rounded down: 1 - 133,333/400,000 = 0.6666675 shown as 0.6667 would be refused."""
+    from ganhub.train import _check_schedule
+
+    with pytest.raises(ConfigError, match=r"use lr_rampdown <= ([0-9.]+);") as e:
+        _check_schedule(400_000, 0.0, 400_000, 0.9, trained=133_333)
+    bound = float(re.search(r"<= ([0-9.]+);", str(e.value)).group(1))
+    assert 0.6665 < bound <= 0.6666675
+    _check_schedule(400_000, 0.0, 400_000, bound, trained=133_333)  # accepted
+    with pytest.raises(ConfigError, match="would lower"):
+        _check_schedule(400_000, 0.0, 400_000, bound + 1e-4, trained=133_333)
 
 
 def test_lr_rampdown_is_refused_beside_a_plugins_own_schedulers(tmp_path):
