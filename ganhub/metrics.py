@@ -52,10 +52,11 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 
 from ganhub.data import FMNIST_CLASSES as FMNIST_CLASS_NAMES
 from ganhub.data import ImageDataset, cache_dir, load_dataset, toy_points
+from ganhub.device import pick_device
 from ganhub.errors import GanhubError
 from ganhub.extractors import Extractor, classifier_input, get_extractor, load_classifier
 from ganhub.run import RunFolder, atomic_write_json
-from ganhub.sample import generate, iter_samples, latents, to_uint8
+from ganhub.sample import generate, iter_samples, latents, rng_kept, to_uint8
 from ganhub.source import Loaded, bundled, load_generator, weights_dir
 from ganhub.variant import capabilities
 
@@ -429,6 +430,16 @@ def evaluate(
     if batch_size < 1:
         raise MetricsError(f"batch size must be positive, got {batch_size}")
     run = Settings(n, seed, extractor, real_split, truncation, batch_size, cache, verbose)
+    # Building G draws its initial weights, and torch's DataLoader (torch-fidelity's) draws a base seed, from
+    # torch's global RNG, a different number of times on a cache miss: a training in the same process (as in
+    # benchmarks/train_curve.py) would then follow a stream its recorded command never sees.
+    dev = next(source.G.parameters()).device if isinstance(source, Loaded) else pick_device(device)
+    with rng_kept(dev):
+        return _evaluate(source, names, run, metrics, device, inception_weights_path, t0)
+
+
+def _evaluate(source: str | Path | Loaded, names: list[str], run: Settings, metrics, device,
+              inception_weights_path: str | Path | None, t0: float) -> dict[str, Any]:
     loaded = source if isinstance(source, Loaded) else load_generator(source, device=device)
     src = str(loaded.path) if isinstance(source, Loaded) else str(source)
     dataset = (loaded.meta.get("recipe") or {}).get("dataset") or "fashion-mnist"

@@ -177,9 +177,16 @@ def _short(x) -> str:
 
 
 @contextlib.contextmanager
-def seeded(seed: int, device: torch.device) -> Iterator[None]:
+def rng_kept(device: torch.device) -> Iterator[None]:
+    """Whatever runs inside leaves torch's global RNG (the CPU's, and `device`'s) as it found it."""
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, device_type=device.type if device.type != "cpu" else "cuda"):
+        yield
+
+
+@contextlib.contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    with rng_kept(device):
         torch.manual_seed(int(seed))
         yield
 

@@ -5,11 +5,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
+
+from ganhub.cli import main as ganhub
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,6 +42,13 @@ def test_train_curve_scores_and_keeps_every_checkpoint_and_the_last_step(tmp_pat
     assert any((kept[0][k] != kept[2][k]).any() for k in kept[0])  # snapshots, not three copies of the end
     best = min(points, key=lambda p: p["fid"])
     assert lines[-1] == f"best FID {best['fid']} at step {best['step']}; last {points[-1]['fid']} at step 5"
+    # the evaluations between checkpoints leave the run's RNG stream alone: its recorded command, run
+    # plainly, trains the same generator bit for bit
+    args = shlex.split(json.loads((tmp_path / "c" / "run" / "config.json").read_text())["recipe"]["command"])[1:]
+    args[args.index("--out") + 1] = str(tmp_path / "plain")
+    assert ganhub(args) == 0
+    plain, curved = (load_file(tmp_path / d / "model.safetensors") for d in ("plain", "c/run"))
+    assert sorted(plain) == sorted(curved) and all(torch.equal(plain[k], curved[k]) for k in plain)
 
 
 def test_train_curve_resume_continues_the_run_and_keeps_the_earlier_points(tmp_path, capsys):

@@ -377,6 +377,18 @@ def test_evaluate_reports_every_metric_with_its_protocol_and_caches_real_statist
     assert other_seed["protocol"]["seed"] == 1 and other_seed["value"] != m["fid"]["value"]
 
 
+def test_evaluate_leaves_the_global_rng_as_it_found_it(monkeypatch, tmp_path):
+    """Building G and torch-fidelity's DataLoaders draw from torch's global RNG, more on a cache miss than on a
+    hit: a training evaluated in its own process (benchmarks/train_curve.py) must not see those draws."""
+    monkeypatch.setenv("GANHUB_CACHE", str(tmp_path / "cache"))  # the first call misses, the second hits
+    for call in ("miss", "hit"):
+        torch.manual_seed(0)
+        before = torch.get_rng_state()
+        evaluate("vanilla", metrics="fid,coverage", n=300)
+        assert torch.equal(torch.get_rng_state(), before), call
+    assert any((tmp_path / "cache" / "fidelity").iterdir())
+
+
 def test_cli_table_json_write_and_errors(tmp_path, capsys):
     shipped = (classifier_dir().parent / "dcgan" / "config.json").read_bytes()
     folder = tmp_path / "run"
