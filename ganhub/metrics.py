@@ -56,7 +56,7 @@ from ganhub.device import pick_device
 from ganhub.errors import GanhubError
 from ganhub.extractors import Extractor, classifier_input, get_extractor, load_classifier
 from ganhub.run import RunFolder, atomic_write_json
-from ganhub.sample import generate, iter_samples, latents, rng_kept, to_uint8
+from ganhub.sample import device_of, generate, iter_samples, latents, rng_kept, to_uint8
 from ganhub.source import Loaded, bundled, load_generator, weights_dir
 from ganhub.variant import capabilities
 
@@ -100,11 +100,6 @@ class Settings:
 
 # ---------------------------------------------------------------------------------------------------------
 # Inputs for torch-fidelity
-
-
-def device_of(G: nn.Module) -> torch.device:
-    p = next(iter(G.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 class RealImages(Dataset):
@@ -433,7 +428,7 @@ def evaluate(
     # Building G draws its initial weights, and torch's DataLoader (torch-fidelity's) draws a base seed, from
     # torch's global RNG, a different number of times on a cache miss: a training in the same process (as in
     # benchmarks/train_curve.py) would then follow a stream its recorded command never sees.
-    dev = next(source.G.parameters()).device if isinstance(source, Loaded) else pick_device(device)
+    dev = device_of(source.G) if isinstance(source, Loaded) else pick_device(device)
     with rng_kept(dev):
         return _evaluate(source, names, run, metrics, device, inception_weights_path, t0)
 

@@ -75,7 +75,8 @@ def check_truncation(truncation, G: nn.Module | None = None) -> float:
     return psi
 
 
-def _device(G: nn.Module) -> torch.device:
+def device_of(G: nn.Module) -> torch.device:
+    """Where G computes: its parameters' device (the CPU for a parameter-free G)."""
     p = next(iter(G.parameters()), None)
     return p.device if p is not None else torch.device("cpu")
 
@@ -209,7 +210,7 @@ def _forward(G: nn.Module, z: torch.Tensor, c: torch.Tensor | None, psi: float, 
 
 
 def _iter_generate(G, z_chunks, c_chunks, psi: float, seed: int) -> Iterator[torch.Tensor]:
-    device = _device(G)
+    device = device_of(G)
     for j, (z, c) in enumerate(zip(z_chunks, c_chunks)):
         with seeded(_chunk_seed(seed, j), device):
             yield _forward(G, z, c, psi, device)
@@ -376,7 +377,7 @@ def style_mix(G: nn.Module, row_seeds: Sequence[int], col_seeds: Sequence[int], 
     if not 0 < crossover < G.num_ws:
         raise ConfigError(f"crossover must be between 1 and {G.num_ws - 1}, got {crossover}")
     psi = check_truncation(truncation, G)
-    device, d = _device(G), z_dim(G)
+    device, d = device_of(G), z_dim(G)
 
     def ws(seeds):
         seeds = [check_seed(s) for s in seeds]
