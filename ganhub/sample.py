@@ -179,9 +179,10 @@ def _short(x) -> str:
 
 @contextlib.contextmanager
 def rng_kept(device: torch.device) -> Iterator[None]:
-    """Whatever runs inside leaves torch's global RNG (the CPU's, and `device`'s) as it found it."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, device_type=device.type if device.type != "cpu" else "cuda"):
+    """Whatever runs inside leaves torch's global RNG as it found it: the CPU's and `device`'s (CUDA, MPS)."""
+    on_cpu = device.type == "cpu"  # fork_rng always forks the CPU's; devices=[] then forks no other
+    accelerator = "cuda" if on_cpu else device.type
+    with torch.random.fork_rng(devices=[] if on_cpu else [device], device_type=accelerator):
         yield
 
 

@@ -34,6 +34,32 @@ def test_same_seed_same_images_independent_of_batch_and_rng():
     assert torch.equal(state, torch.get_rng_state()), "sampling must not disturb the caller's RNG"
 
 
+@pytest.mark.parametrize("kind", ["mps", "cuda"])
+def test_rng_kept_restores_an_accelerators_rng_too(monkeypatch, kind):
+    """Sampling and evaluating on an MPS or CUDA G leave that device's RNG as they found it, not only the
+    CPU's. This machine has neither, so torch's device module for `kind` is a stand-in holding one state."""
+
+    class Device:
+        state = torch.tensor([1], dtype=torch.uint8)
+
+        @staticmethod
+        def get_rng_state(device=None):
+            return Device.state.clone()
+
+        @staticmethod
+        def set_rng_state(new_state, device=None):
+            Device.state = new_state.clone()
+
+    real = torch.get_device_module
+    monkeypatch.setattr(torch, "get_device_module", lambda t=None: Device if t == kind else real(t))
+    cpu = torch.get_rng_state()
+    with S.rng_kept(torch.device(kind, 0)):
+        Device.state = torch.tensor([2], dtype=torch.uint8)  # what a draw on the device would do
+        torch.rand(3)
+    assert Device.state.item() == 1, f"the {kind} RNG was left changed"
+    assert torch.equal(cpu, torch.get_rng_state())
+
+
 def test_slerp_endpoints_and_norm():
     a, b = torch.randn(1, 64), torch.randn(1, 64)
     assert torch.allclose(slerp(a, b, 0.0), a, atol=1e-5) and torch.allclose(slerp(a, b, 1.0), b, atol=1e-5)
