@@ -396,7 +396,8 @@ def _body(meta: dict[str, Any], folder: Path, repo_id: str | None, revision: str
               + ("  # labels: a class (0 .. num_classes-1), or omit for random classes" if k else ""),
               "```", "",
               "## Training recipe", "",
-              f"- dataset: {pretty}", f"- steps: {recipe.get('steps')} (G updates; batch size {recipe.get('batch_size')})",
+              f"- dataset: {pretty}", f"- steps: {meta.get('step', recipe.get('steps'))} (G updates; batch size "
+              f"{recipe.get('batch_size')}){_checkpoint_of(meta.get('step'), recipe.get('steps'))}",
               f"- seed: {recipe.get('seed')}", f"- command: `{recipe.get('command')}`",
               *([f"- augmentation: {_augmentation(recipe['augment_policy'], cfg.get('augment'))}"]
                 if isinstance(recipe.get("augment_policy"), str) else []),
@@ -409,6 +410,11 @@ def _body(meta: dict[str, Any], folder: Path, repo_id: str | None, revision: str
                   "extractors are not comparable.", "",
                   "| metric | value | protocol | command |", "|---|---|---|---|", *_metrics_rows(meta["metrics"]), ""]
     return "\n".join([*lines, END])
+
+
+def _checkpoint_of(step: Any, planned: Any) -> str:
+    """A generator taken before its run's end (a train_curve checkpoint) says so: its command asks for more."""
+    return "" if step is None or step == planned else f", a checkpoint of the command below, which runs to {planned}"
 
 
 def _augmentation(policy: str, asked: Any) -> str:

@@ -305,3 +305,16 @@ def test_card_of_a_conditional_model(tmp_path):
     assert "10 classes (class-conditional)" in card and "sample(G, 64, seed=0, labels=3)" in card
     assert "class-conditional" in front_matter(card)["tags"] and "https://arxiv.org/abs/1802.05957" in card
     assert (out / "README.md").exists() is False  # building a card writes nothing
+
+
+def test_card_of_a_checkpoint_taken_before_its_runs_end_says_so(tmp_path):
+    """A train_curve checkpoint (step 4 of a run planned for 10) must not be carded as the full run."""
+    v = registry.get("dcgan")
+    cfg = v.make_config(**dict(v.test_config))
+    G, _ = build_models(v, cfg)
+    recipe = {"dataset": "fashion-mnist", "steps": 10, "seed": 0, "batch_size": 4}
+    save_generator(tmp_path / "mid", G, variant=v, cfg=cfg, step=4, recipe=recipe)
+    save_generator(tmp_path / "end", G, variant=v, cfg=cfg, step=10, recipe=recipe)
+    mid = "- steps: 4 (G updates; batch size 4), a checkpoint of the command below, which runs to 10\n"
+    assert mid in str(model_card(tmp_path / "mid"))
+    assert "- steps: 10 (G updates; batch size 4)\n" in str(model_card(tmp_path / "end"))
