@@ -54,7 +54,7 @@ def main() -> None:
         m = folder.metrics
         cov = m.get("coverage", {})
         rows.append(
-            f"| `{name}` | {folder.spec.steps:,} | {cost(folder.meta)} | {fmt(m, 'fid')} | {fmt(m, 'kid', 1)} | {fmt(m, 'precision')} | "
+            f"| `{name}` | {folder.step:,} | {cost(folder.meta)} | {fmt(m, 'fid')} | {fmt(m, 'kid', 1)} | {fmt(m, 'precision')} | "
             f"{fmt(m, 'recall')} | {cov.get('value', {}).get('classes', '–') if isinstance(cov.get('value'), dict) else '–'} | "
             f"{fmt(m, 'class_kl', 3)} | {params / 1e6:.2f} M | {statistics.median(times) * 1000:.0f} ms |"
         )
