@@ -49,6 +49,12 @@ def test_train_curve_scores_and_keeps_every_checkpoint_and_the_last_step(tmp_pat
     assert ganhub(args) == 0
     plain, curved = (load_file(tmp_path / d / "model.safetensors") for d in ("plain", "c/run"))
     assert sorted(plain) == sorted(curved) and all(torch.equal(plain[k], curved[k]) for k in plain)
+    # at constant rates (lr_rampdown 0, as here), a checkpoint taken before the run's end is what the same
+    # command with --steps <its step> trains, bit for bit: weights may ship such a checkpoint (test_weights)
+    args[args.index("--steps") + 1], args[args.index("--out") + 1] = "2", str(tmp_path / "short")
+    assert ganhub(args) == 0
+    short, at2 = (load_file(tmp_path / d / "model.safetensors") for d in ("short", "c/at-2"))
+    assert sorted(short) == sorted(at2) and all(torch.equal(short[k], at2[k]) for k in short)
 
 
 def test_train_curve_resume_continues_the_run_and_keeps_the_earlier_points(tmp_path, capsys):

@@ -29,7 +29,9 @@ def test_weights_folder_is_complete_and_documented(name):
     assert meta["variant"] == name and meta["config"]["resolution"] == 32 and meta["config"]["channels"] == 1
     recipe = meta["recipe"]
     assert recipe["command"].startswith(f"ganhub train {name} --dataset fashion-mnist --steps {recipe['steps']} --seed 0")
-    assert meta["step"] == recipe["steps"]
+    # the run's end, or a checkpoint of a run at constant rates, which the same command with --steps <step>
+    # trains bit for bit (tests/test_benchmarks.py); the card says which (ganhub.hub)
+    assert meta["step"] == recipe["steps"] or (meta["step"] < recipe["steps"] and meta["config"]["lr_rampdown"] == 0)
     for key in ("fid", "kid", "precision", "recall", "coverage"):
         assert key in meta["metrics"], f"{name}: no recorded {key}"
         assert meta["metrics"][key]["command"].startswith(f"ganhub eval weights/{name} ")
