@@ -12,11 +12,24 @@ augmentations (the paper's finding: augmenting only the reals leaks them into th
 
 Random parameters are drawn on the CPU from torch's global generator and then moved to the images'
 device, so a seed gives the same augmentations on CPU, CUDA and MPS.
+
+Adaptive strength (AdaptiveAugment): each transformation is applied to each image with probability p, and p
+follows the overfitting heuristic of ADA (Karras, Aittala, Hellsten, Laine, Lehtinen & Aila 2020, "Training
+Generative Adversarial Networks with Limited Data", https://arxiv.org/abs/2006.06676): r_t, the fraction of
+real images D scores positive minus the fraction it scores negative, measured over ADA_INTERVAL iterations;
+p rises while r_t exceeds the target (D is getting sure of the training images: it is memorising them) and
+falls otherwise, by at most 1 per ADA_KIMG thousand images. It starts at 0, so a run that does not overfit
+(a short run, or a big dataset) trains as if unaugmented: on 500 Fashion-MNIST images full-strength
+DiffAugment cost more than it bought over the first 6,400 steps (README, "Small data"). ADA's own
+transformations (flips, rotations, colour and geometric warps) are not used: DiffAugment's three are cheap,
+differentiable and already here; ADA's finding that strength must follow overfitting is what is taken.
+The heuristic reads D's raw output on the real batch, so it assumes D's decision boundary is at 0
+(non-saturating and hinge losses); a Wasserstein critic has no fixed zero (see README).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -30,6 +43,9 @@ from ganhub.variant import parse_policy  # the one parser, below this module so 
 AUGMENT_AUTO_BELOW = 5000  # "auto" augments datasets with fewer images than this (the paper's gains are
 # largest at 100-5,000 images and vanish towards the full 50-70k of CIFAR-10/FFHQ; Fashion-MNIST's 60k: off)
 AUTO_POLICY = ",".join(POLICIES)  # all three: the paper's recommendation for small data
+ADA_TARGET = 0.6  # ADA's target for r_t (the default of BaseConfig.augment_target)
+ADA_INTERVAL = 4  # iterations between adjustments of p (ADA's)
+ADA_KIMG = 500  # p moves by at most 1 per this many thousand (global) images (ADA's)
 TRANSLATION_RATIO = 1 / 8
 CUTOUT_RATIO = 1 / 2
 
@@ -103,28 +119,102 @@ TRANSFORMS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 class DiffAugment:
-    """A callable (B, C, H, W) -> (B, C, H, W), differentiable, applying the policy's transformations in order."""
+    """A callable (B, C, H, W) -> (B, C, H, W), differentiable, applying the policy's transformations in order.
 
-    def __init__(self, policy: str = AUTO_POLICY):
+    With p < 1 each transformation is applied to each image with probability p (drawn per image, on the
+    CPU); p = 1 is DiffAugment as published (and draws nothing extra), p = 0 returns x untouched.
+    """
+
+    def __init__(self, policy: str = AUTO_POLICY, p: float = 1.0):
         canonical = parse_policy(policy)
         if canonical in ("auto", "off"):
             raise ConfigError(
                 f"DiffAugment needs transformations, got {policy!r}; resolve it first with resolve_policy()"
             )
+        if not 0 <= p <= 1:
+            raise ConfigError(f"DiffAugment's probability p must be in [0, 1], got {p!r}")
         self.policy = canonical
-        self.transforms = [TRANSFORMS[p] for p in canonical.split(",")]
+        self.p = float(p)
+        self.transforms = [TRANSFORMS[name] for name in canonical.split(",")]
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
             raise ConfigError(
                 f"DiffAugment works on images (B, C, H, W), got shape {tuple(x.shape)}; use augment=off"
             )
+        p = self.p
+        if p <= 0:
+            return x
         for t in self.transforms:
-            x = t(x)
+            if p >= 1:
+                x = t(x)
+            else:
+                chosen = (torch.rand(x.shape[0]) < p).to(x.device, non_blocking=True)[:, None, None, None]
+                x = torch.where(chosen, t(x), x)
         return x.contiguous()
 
     def __repr__(self) -> str:
-        return f"DiffAugment({self.policy!r})"
+        return f"{type(self).__name__}({self.policy!r}, p={self.p:g})"
+
+
+class AdaptiveAugment(DiffAugment):
+    """DiffAugment whose p follows ADA's heuristic (module docstring): starts at 0, moves every ADA_INTERVAL steps.
+
+    The training loop shows it D's output on each D phase's real batch (`observe`, via AugmentedD) and calls
+    `adjust` after every iteration; `state_dict` / `load_state_dict` carry p and the partial sums through
+    checkpoints, so a resumed run continues exactly. Under torch.distributed, `adjust`'s `reduce` sums the
+    counts over ranks, so every rank moves p the same way, and `pool` gathers them on rank 0 before a checkpoint.
+    """
+
+    def __init__(self, policy: str = AUTO_POLICY, target: float = ADA_TARGET, *, interval: int | None = None,
+                 kimg: float | None = None):
+        if not 0 < target < 1:
+            raise ConfigError(f"the adaptive augmentation target must be in (0, 1), got {target!r}")
+        super().__init__(policy, p=0.0)
+        self.target = float(target)
+        self.interval = int(ADA_INTERVAL if interval is None else interval)
+        self.kimg = float(ADA_KIMG if kimg is None else kimg)
+        self.r_t: float | None = None  # the last measured value of the heuristic
+        self._sums = torch.zeros(2, dtype=torch.int64)  # (sum of sign(D(real)), number of reals) on this rank
+
+    def observe(self, real_scores: torch.Tensor) -> None:
+        """Count the signs of D's output on a batch of (augmented) real images."""
+        s = real_scores.detach().flatten()
+        signs = (s > 0).sum() - (s < 0).sum()  # int64 (MPS has no float64); no sync with the device here
+        self._sums = self._sums.to(s.device) + torch.stack((signs, torch.full_like(signs, s.numel())))
+
+    def adjust(self, step: int, global_batch: int,
+               reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
+        """After iteration `step` (1-based): every `interval` steps, move p by ADA's rule and start counting anew."""
+        if step % self.interval:
+            return
+        sums = self._sums if reduce is None else reduce(self._sums)
+        signs, n = (int(v) for v in sums.cpu())
+        self._sums = torch.zeros_like(self._sums)
+        if n == 0:  # the loss never called D on the real batch as given: nothing to go by, p stays
+            return
+        self.r_t = signs / n
+        direction = (self.r_t > self.target) - (self.r_t < self.target)
+        self.p = min(1.0, max(0.0, self.p + direction * global_batch * self.interval / (self.kimg * 1000)))
+
+    def pool(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None, keep: bool) -> None:
+        """Before a checkpoint: the counts of every rank gathered on one (keep=True: rank 0, which saves them)
+        and zeroed on the others. Their sum, all that `adjust` uses, is unchanged; the saved state is the run's."""
+        total = self._sums if reduce is None else reduce(self._sums)
+        self._sums = total if keep else torch.zeros_like(total)
+
+    def state_dict(self) -> dict[str, float | int]:
+        signs, n = (int(v) for v in self._sums.cpu())
+        return {"p": self.p, "signs": signs, "count": n}
+
+    def load_state_dict(self, state: Mapping[str, Any], counts: bool = True) -> None:
+        """`counts=False` (ranks other than 0 under torch.distributed) takes p but starts counting from zero."""
+        p, signs, n = state["p"], state["signs"], state["count"]
+        if not (isinstance(p, (int, float)) and 0 <= p <= 1 and all(type(v) is int for v in (signs, n))
+                and n >= abs(signs)):
+            raise ConfigError(f"adaptive augmentation state {dict(state)!r} is out of range")
+        self.p = float(p)
+        self._sums = torch.tensor([signs, n] if counts else [0, 0], dtype=torch.int64)
 
 
 class AugmentedD(nn.Module):
@@ -139,9 +229,14 @@ class AugmentedD(nn.Module):
         super().__init__()
         self.module = D
         self.fn = fn
+        self.reals: torch.Tensor | None = None  # set by the loop during D phases: the real batch, by identity
 
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
-        return self.module(self.fn(x), *args, **kwargs)
+        out = self.module(self.fn(x), *args, **kwargs)
+        observe = getattr(self.fn, "observe", None)
+        if observe is not None and x is self.reals and isinstance(out, torch.Tensor):
+            observe(out)  # D's output on the real batch: what AdaptiveAugment steers by
+        return out
 
     def __getattr__(self, name: str) -> Any:
         try:

@@ -141,6 +141,15 @@ def any_rank(flag: bool, world: World) -> bool:
     return bool(t.item() > 0)
 
 
+def all_sum(t: torch.Tensor, world: World) -> torch.Tensor:
+    """The elementwise sum of `t` over all ranks (a new tensor on t's device; `t` itself is left as it was)."""
+    if world.size <= 1:
+        return t.clone()
+    out = t.to(_comm_device(world), copy=True)
+    torch.distributed.all_reduce(out)
+    return out.to(t.device)
+
+
 def barrier(world: World) -> None:
     """Wait until every rank gets here (e.g. rank 0 prepared the dataset; the others may now read it)."""
     if world.size <= 1:

@@ -399,7 +399,7 @@ def _body(meta: dict[str, Any], folder: Path, repo_id: str | None, revision: str
               f"- dataset: {pretty}", f"- steps: {meta.get('step', recipe.get('steps'))} (G updates; batch size "
               f"{recipe.get('batch_size')}){_checkpoint_of(meta.get('step'), recipe.get('steps'))}",
               f"- seed: {recipe.get('seed')}", f"- command: `{recipe.get('command')}`",
-              *([f"- augmentation: {_augmentation(recipe['augment_policy'], cfg.get('augment'))}"]
+              *([f"- augmentation: {_augmentation(recipe['augment_policy'], cfg)}"]
                 if isinstance(recipe.get("augment_policy"), str) else []),
               f"- compute: {describe_compute(meta) or 'not recorded (trained before ganhub recorded it)'}",
               "- full config: see `config.json`", ""]
@@ -417,9 +417,12 @@ def _checkpoint_of(step: Any, planned: Any) -> str:
     return "" if step is None or step == planned else f", a checkpoint of the command below, which runs to {planned}"
 
 
-def _augmentation(policy: str, asked: Any) -> str:
+def _augmentation(policy: str, cfg: dict[str, Any]) -> str:
     """The card's words for what augmentation the run trained with (and the config value it came from)."""
+    asked, target = cfg.get("augment"), cfg.get("augment_target")
     what = "none" if policy == "off" else f"DiffAugment ({policy}) on real and generated images before D"
+    if policy != "off" and isinstance(target, (int, float)) and target > 0:  # absent from older folders: p = 1
+        what += f", at adaptive strength (ADA's rule, target {target:g})"
     return what + (f" (augment={asked})" if asked == "auto" else "")
 
 

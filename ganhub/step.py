@@ -141,7 +141,13 @@ class PhaseRunner:
                 else:
                     fake = self._fake(z, fake_labels, grad=False)
                 args = dict(real=real, fake=fake, real_labels=real_labels, fake_labels=fake_labels, z=z)
-                logs.update(self._phase("D", "D", args, step))
+                if isinstance(self.D_seen, AugmentedD):  # an adaptive augmentation watches D's output on these
+                    self.D_seen.reals = real
+                try:
+                    logs.update(self._phase("D", "D", args, step))
+                finally:
+                    if isinstance(self.D_seen, AugmentedD):
+                        self.D_seen.reals = None
             for phase, (net, every) in self.reg.items():
                 if net == "D" and step % every == 0:  # lazy regularisers: same real batch and fakes as the D phase
                     logs.update(self._phase(phase, "D", args, step))

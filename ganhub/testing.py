@@ -145,12 +145,27 @@ def check_output_shape_and_range(v: str | Variant) -> None:
             assert score.numel() == cfg.batch_size, f"{v.name}: D must return one score per sample, got shape {tuple(score.shape)}"
 
 
+class _Watch:
+    """An augmentation (a flip) that, like ganhub.augment.AdaptiveAugment, is shown D's output on the reals."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flip(-1)
+
+    def observe(self, out: torch.Tensor) -> None:
+        self.seen += 1
+
+
 def check_phases_step(v: str | Variant) -> None:
     """A few real iterations through the trainer's PhaseRunner, in fp32 and under bf16 autocast, and with
-    D seen through an augmentation: finite float logs, and both networks change."""
+    D seen through an augmentation: finite float logs, and both networks change; the D phase calls D on
+    the real batch as given (what adaptive augmentation steers by)."""
     v = _variant(v)
     for cfg in _configs(v):
-        for iters, kw in ((3, {}), (2, {"precision": "bf16"}), (1, {"augment": lambda x: x.flip(-1)})):
+        watch = _Watch()
+        for iters, kw in ((3, {}), (2, {"precision": "bf16"}), (1, {"augment": watch})):
             runner = _runner(v, cfg, **kw)
             G, D = runner.G, runner.D
             before = {n: [p.detach().clone() for p in m.parameters()] for n, m in (("G", G), ("D", D))}
@@ -163,6 +178,9 @@ def check_phases_step(v: str | Variant) -> None:
                 assert all(torch.isfinite(p).all() for p in m.parameters()), f"{where}: {n} has non-finite weights"
                 assert all(p.requires_grad for p in m.parameters() if any(p is q for q in runner._trainable[n])), \
                     f"{where}: {n} was left frozen after an iteration"
+        assert watch.seen, (f"{v.name}: the D phase never calls D on its `real` argument as given (a concatenation "
+                            "with the fakes?), so adaptive augmentation (augment=auto on small data) cannot see how "
+                            "sure D is of the reals and stays off; call D(real)")
 
 
 def check_hooks(v: str | Variant) -> None:

@@ -42,7 +42,7 @@ from torch import nn
 from ganhub import distributed as dist
 from ganhub import errors as _errors
 from ganhub import registry
-from ganhub.augment import DiffAugment, resolve_policy
+from ganhub.augment import AdaptiveAugment, DiffAugment, resolve_policy
 from ganhub.data import ImageDataset, check_classes, load_dataset
 from ganhub.device import describe as describe_device
 from ganhub.device import memory_format, pick_device, to_format
@@ -437,6 +437,12 @@ def recalibrate_batchnorm(G: nn.Module, cfg: BaseConfig, device: torch.device, s
     return True
 
 
+def _augment_words(augment: DiffAugment) -> str:
+    if isinstance(augment, AdaptiveAugment):
+        return f"DiffAugment {augment.policy} at adaptive strength (p = {augment.p:.3g}, target {augment.target:g})"
+    return f"DiffAugment {augment.policy}"
+
+
 def _diversity(x: torch.Tensor) -> float:
     """Mean pairwise L2 distance within a batch: falls toward 0 when G collapses to few outputs."""
     flat = x.flatten(1).float()
@@ -456,6 +462,7 @@ class TrainState:
     elapsed: float = 0.0  # wall-clock seconds of training, over every leg of a resumed run
     cpu_seconds: float | None = 0.0  # CPU time of rank 0's process, likewise (None: a leg predates this record)
     devices: list[str] = field(default_factory=list)  # what trained each leg (ganhub.device.describe), in order
+    augment: DiffAugment | None = None  # what D sees its inputs through; an AdaptiveAugment's p is checkpointed
 
 
 def _pack(obj: Any, key: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -503,11 +510,14 @@ def checkpoint_payload(s: TrainState, rng: list[dict[str, torch.Tensor]]) -> tup
             tensors[f"rng.{rank}.{k}"] = v.detach().cpu().contiguous()
     meta = {"step": s.step, "data_position": s.data_position, "elapsed": s.elapsed, "cpu_seconds": s.cpu_seconds,
             "devices": s.devices, "world_size": len(rng), "opts": opts}
+    if isinstance(s.augment, AdaptiveAugment):
+        meta["augment"] = s.augment.state_dict()
     return tensors, meta
 
 
-def restore_checkpoint(folder: RunFolder, s: TrainState) -> list[dict[str, torch.Tensor]]:
-    """Load weights, optimisers and counters into `s`; returns every rank's RNG states (set them after)."""
+def restore_checkpoint(folder: RunFolder, s: TrainState, main: bool = True) -> list[dict[str, torch.Tensor]]:
+    """Load weights, optimisers and counters into `s`; returns every rank's RNG states (set them after).
+    `main`: this is rank 0 (or the only process), which takes over the run's pooled augmentation counts."""
     tensors, meta = folder.read_checkpoint()
     path = folder.checkpoint_path
     if "opts" not in meta:
@@ -524,6 +534,14 @@ def restore_checkpoint(folder: RunFolder, s: TrainState) -> list[dict[str, torch
     s.cpu_seconds = float(cpu) if isinstance(cpu, (int, float)) else None
     devices = meta.get("devices")
     s.devices = [str(d) for d in devices] if isinstance(devices, list) else ["an unrecorded device"]
+    if isinstance(s.augment, AdaptiveAugment):
+        if not isinstance(meta.get("augment"), dict):
+            raise FolderError(f"{path} holds no adaptive augmentation state, yet its config asks for one; "
+                              "start the run again")
+        try:
+            s.augment.load_state_dict(meta["augment"], counts=main)
+        except (KeyError, TypeError, ValueError, ConfigError) as e:
+            raise FolderError(f"{path}: {e}; start the run again") from None
     rng: list[dict[str, torch.Tensor]] = [{} for _ in range(int(meta.get("world_size", 1)))]
     for k, v in tensors.items():
         if k.startswith("rng."):
@@ -838,6 +856,8 @@ class _Training:
         policy = recorded or resolve_policy(cfg.augment, len(ds), ds.kind) or "off"
         spec = self.spec = dataclasses.replace(spec, augment_policy=policy)
         policy = None if policy == "off" else policy
+        augment = (None if policy is None else AdaptiveAugment(policy, cfg.augment_target) if cfg.augment_target
+                   else DiffAugment(policy))
         err = None
         if world.is_main:  # the folder's files, config.json first: never a checkpoint without it
             try:
@@ -850,8 +870,9 @@ class _Training:
                 err = e
         _agree(world, err)
         s = self._state = self._build(world)
+        s.augment = augment
         if resume_from is not None:
-            rng = restore_checkpoint(folder, s)
+            rng = restore_checkpoint(folder, s, world.is_main)
             dist.set_rng(rng, world, dev)
             self.saved_step = s.step
             if s.step >= spec.steps:  # nothing to train; the folder keeps its own record
@@ -867,7 +888,7 @@ class _Training:
         batches = Batches(ds, cfg.batch_size, spec.seed, dev, world)
         batches.position = s.data_position
         runner = PhaseRunner(_agreed_divergence(self.v, world), cfg, s.G, s.D, s.opts, device=dev,
-                             precision=self.precision, augment=DiffAugment(policy) if policy else None,
+                             precision=self.precision, augment=augment,
                              sync_grads=(lambda m: dist.average_grads(m, world)) if world.size > 1 else None)
         snap = Snapshotter(folder, spec, cfg, ds, dev) if world.is_main else None
         if not world.is_main:
@@ -884,7 +905,7 @@ class _Training:
                 yield Event("start", s.step, spec.steps, message=(
                     f"{self.v.name} on {ds.name} ({', '.join(extra)}) on {dev}"
                     + (f" x {world.size} processes" if world.size > 1 else "")
-                    + f", {self.precision}" + (f", DiffAugment {policy}" if policy else "") + note))
+                    + f", {self.precision}" + (f", {_augment_words(augment)}" if augment else "") + note))
                 yield from self._loop(world, runner, batches, mon, snap)
         finally:
             tb.close()
@@ -899,6 +920,8 @@ class _Training:
         """A preview (rank 0) or a checkpoint (every rank gathers its RNG; rank 0 writes). Errors are agreed."""
         s = self._state
         rng = dist.gather_rng(world, self.dev) if kind == "checkpoint" else None
+        if kind == "checkpoint" and isinstance(s.augment, AdaptiveAugment) and world.size > 1:
+            s.augment.pool(lambda t: dist.all_sum(t, world), keep=world.is_main)  # the run's counts, on rank 0
         result, err = None, None
         if snap is not None:
             try:
@@ -932,6 +955,10 @@ class _Training:
                         raise (all_ranks(err) if world.size > 1 else err) from None
                     s.step += 1
                     s.data_position = batches.position
+                    if isinstance(s.augment, AdaptiveAugment):
+                        s.augment.adjust(s.step, spec.global_batch, (lambda t: dist.all_sum(t, world))
+                                         if world.size > 1 else None)
+                        logs["augment_p"] = s.augment.p
                     update_ema(s.G_ema, s.G, cfg, s.step * spec.global_batch, spec.global_batch)
                     if world.size > 1:
                         _sync_buffers([s.G, s.D, s.G_ema], world)

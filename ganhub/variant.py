@@ -128,6 +128,9 @@ class BaseConfig:
     ema_half_life_kimg: float = bounded(1.0, ge=0, le=1e6)  # EMA of G: halves every this many k global images (0 = off)
     ema_rampup: float = bounded(0.05, ge=0, le=1)  # half-life capped at this fraction of images seen (Karras et al. 2020)
     augment: str = bounded("auto", check=_augment_ok, expects="'auto', 'off' or a comma list of " + ", ".join(AUGMENT_POLICIES))
+    # ADA's target (Karras et al. 2020): each transformation hits an image with probability p, from 0 rising
+    # while D's mean sign on reals exceeds this, else falling; 0 = p fixed at 1 (as published; older folders)
+    augment_target: float = bounded(0.6, ge=0, lt=1, absent=0.0)
     reuse_fakes: bool = True  # the G phase reuses the last D phase's fakes (same z and labels): one G forward less
 
 

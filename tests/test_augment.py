@@ -3,7 +3,15 @@ import torch
 from torch import nn
 
 from ganhub import augment
-from ganhub.augment import AUGMENT_AUTO_BELOW, AugmentedD, DiffAugment, parse_policy, resolve_policy, unwrap
+from ganhub.augment import (
+    AUGMENT_AUTO_BELOW,
+    AdaptiveAugment,
+    AugmentedD,
+    DiffAugment,
+    parse_policy,
+    resolve_policy,
+    unwrap,
+)
 from ganhub.errors import ConfigError
 
 
@@ -195,3 +203,103 @@ def test_gradients_reach_g_and_d_through_the_wrapper():
     fake = torch.tanh(G(torch.randn(4, 8))).view(4, 3, 16, 16)
     wrapped(fake).mean().backward()
     assert G.weight.grad.abs().sum() > 0 and D.conv.weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------ strength p, and ADA's rule for it
+def test_p_one_is_diffaugment_as_published_and_p_zero_touches_nothing():
+    x = images()
+    torch.manual_seed(7)
+    expected = augment.cutout(augment.translation(augment.color(x)))
+    torch.manual_seed(7)
+    assert torch.equal(DiffAugment("color,translation,cutout", p=1)(x), expected)  # and draws nothing extra
+    torch.manual_seed(7)
+    before = torch.get_rng_state()
+    assert DiffAugment("color,translation,cutout", p=0)(x) is x
+    assert torch.equal(torch.get_rng_state(), before)  # p = 0 is "off", down to the random numbers
+    with pytest.raises(ConfigError, match=r"p must be in \[0, 1\], got 1.5"):
+        DiffAugment("color", p=1.5)
+
+
+def test_p_picks_each_image_independently_with_probability_p():
+    x = torch.ones(2000, 1, 8, 8)  # cutout always zeroes part of an image of ones
+    torch.manual_seed(0)
+    y = DiffAugment("cutout", p=0.3)(x)
+    hit = (y != x).flatten(1).any(1)
+    assert 600 - 5 * 20.5 < int(hit.sum()) < 600 + 5 * 20.5  # binomial(2000, 0.3): mean 600, sd 20.5
+    assert torch.equal(y[~hit], x[~hit])
+
+
+def scores(positive: int, negative: int) -> torch.Tensor:
+    return torch.tensor([1.5] * positive + [-0.5] * negative)
+
+
+def test_ada_rule_raises_p_while_d_is_sure_of_the_reals_and_lowers_it_otherwise():
+    a = AdaptiveAugment("translation", target=0.6, interval=4, kimg=1)  # a global batch of 10: +-0.04 per interval
+    assert a.p == 0
+    for step in range(1, 9):  # r_t = (9 - 1) / 10 = 0.8 > 0.6: up, at steps 4 and 8 only
+        a.observe(scores(9, 1))
+        a.adjust(step, 10)
+        assert a.p == pytest.approx(0.04 * (step // 4))
+    assert a.r_t == pytest.approx(0.8)
+    for step in range(9, 13):  # r_t = 0.2 < 0.6: down
+        a.observe(scores(6, 4))
+        a.adjust(step, 10)
+    assert a.p == pytest.approx(0.04) and a.r_t == pytest.approx(0.2)
+    for step in range(13, 21):  # and never below 0
+        a.observe(scores(0, 10))
+        a.adjust(step, 10)
+    assert a.p == 0
+    a.p = 0.99
+    for step in range(21, 25):  # nor above 1
+        a.observe(scores(10, 0))
+        a.adjust(step, 10)
+    assert a.p == 1
+    for step in range(25, 29):  # nothing observed (a loss that never calls D on the real batch): p stays
+        a.adjust(step, 10)
+    assert a.p == 1 and a.r_t == pytest.approx(1.0)
+
+
+def test_ada_rule_goes_by_every_ranks_counts():
+    a = AdaptiveAugment("translation", target=0.6, interval=1, kimg=1)
+    other_rank = torch.tensor([-10, 10])  # another rank's (sum of signs, count): all its reals scored negative
+    a.observe(scores(10, 0))  # this rank: r = 1 alone; with the other rank's counts, 0
+    a.adjust(1, 20, reduce=lambda t: t + other_rank)
+    assert a.r_t == 0 and a.p == 0
+
+
+def test_ada_state_round_trips_mid_interval_and_bad_state_is_refused():
+    a = AdaptiveAugment("translation", target=0.6, interval=4, kimg=1)
+    for step in range(1, 7):
+        a.observe(scores(9, 1))
+        a.adjust(step, 10)
+    state = a.state_dict()
+    assert state == {"p": pytest.approx(0.04), "signs": 16, "count": 20}  # steps 5 and 6 counted, not yet used
+    b = AdaptiveAugment("translation", target=0.6, interval=4, kimg=1)
+    b.load_state_dict(state)
+    for x in (a, b):
+        for step in (7, 8):
+            x.observe(scores(5, 5))
+            x.adjust(step, 10)
+    assert a.state_dict() == b.state_dict() and a.r_t == b.r_t == pytest.approx(0.4)  # (16 + 0) / 40
+    for bad in ({"p": 2.0, "signs": 0, "count": 0}, {"p": 0.5, "signs": 5, "count": 2},
+                {"p": 0.5, "signs": 0.5, "count": 2}):
+        with pytest.raises(ConfigError, match="out of range"):
+            b.load_state_dict(bad)
+    with pytest.raises(ConfigError, match=r"target must be in \(0, 1\)"):
+        AdaptiveAugment("translation", target=0)
+
+
+def test_augmented_d_shows_its_adaptive_augmentation_d_on_the_real_batch_only():
+    D = TinyD()
+    a = AdaptiveAugment("translation", interval=1)
+    wrapped = AugmentedD(D, a)
+    real, fake = images(b=4), images(b=4, seed=1)
+    wrapped(fake)
+    wrapped(real)
+    assert a.state_dict()["count"] == 0  # not told which batch is real: nothing counted
+    wrapped.reals = real
+    wrapped(fake)
+    out = wrapped(real)
+    wrapped(real.clone())  # the same values in another tensor (e.g. R1's copy with grad) are not the batch
+    want = int((out > 0).sum() - (out < 0).sum())
+    assert a.state_dict() == {"p": 0.0, "signs": want, "count": 4}

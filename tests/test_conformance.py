@@ -10,7 +10,14 @@ from torch import nn
 
 from ganhub import registry
 from ganhub.errors import ConfigError, PluginError
-from ganhub.testing import CHECKS, check_conditional, check_hooks, check_resume_exact, check_variant
+from ganhub.testing import (
+    CHECKS,
+    check_conditional,
+    check_hooks,
+    check_phases_step,
+    check_resume_exact,
+    check_variant,
+)
 from ganhub.variant import BaseConfig, Variant
 
 
@@ -99,6 +106,27 @@ def test_a_toy_that_refuses_classes_passes_everything():
         return _build(cfg)
 
     check_variant(dataclasses.replace(TOY, build=build))
+
+
+def test_suite_fails_a_loss_that_hides_the_real_batch_from_adaptive_augmentation():
+    def build(cfg):
+        if cfg.num_classes:
+            raise ConfigError("toy is unconditional")
+        return _build(cfg)
+
+    def concatenating(phase, *, G, D, real, fake, real_labels, fake_labels, z, cfg, step):
+        if phase != "D":
+            return _loss(phase, G=G, D=D, real=real, fake=fake, real_labels=real_labels, fake_labels=fake_labels,
+                         z=z, cfg=cfg, step=step)
+        scores = D(torch.cat([real, fake]))  # one call on both: the loop cannot tell D's output on the reals
+        n = real.shape[0]
+        loss = nn.functional.softplus(scores[n:]).mean() + nn.functional.softplus(-scores[:n]).mean()
+        return loss, {"loss_D": loss.item()}
+
+    toy = dataclasses.replace(TOY, build=build)
+    check_phases_step(toy)  # the same toy, calling D(real): passes
+    with pytest.raises(AssertionError, match=r"never calls D on its `real` argument as given .* call D\(real\)"):
+        check_phases_step(dataclasses.replace(toy, loss=concatenating))
 
 
 def _reference_modconv(self, x, w, gain=1.0):

@@ -6,10 +6,12 @@ every time) with a timeout, so a hang fails the test instead of freezing the sui
 
 - every rank ends with the same G, D and EMA (each rank dumps hashes of its modules; rank 0's must
   also equal its saved checkpoint, so the dump hashes what was trained), and the ranks' RNG states
-  in the checkpoint differ (each rank draws its own latents);
+  in the checkpoint differ (each rank draws its own latents); the adaptive augmentation moves p by
+  both ranks' counts, alike on both;
 - the primitives: broadcast, one flattened all_reduce per average_grads (None grads consistent),
   any_rank, gather_rng/set_rng, launcher_prefix;
-- with lr_rampdown on, N steps + resume to 2N equals 2N steps, bit for bit, and the recipe records the torchrun command,
+- with lr_rampdown on, N steps + resume to 2N equals 2N steps, bit for bit (the augmentation's counts too), and the
+  recipe records the torchrun command,
   world size and global batch; resuming with one process is refused with one line;
 - a NaN on one rank stops every rank (exit 2) with the one-line error (printed by rank 0), no hang.
 """
@@ -111,6 +113,13 @@ def spy_ema(G_ema, G, *args, **kwargs):
     seen["G"], seen["G_ema"] = G, G_ema
     return update_ema(G_ema, G, *args, **kwargs)
 T.make_optimizers, T.update_ema = spy_optimizers, spy_ema
+adjust = T.AdaptiveAugment.adjust
+def spy_adjust(self, step, global_batch, reduce=None):  # this rank's counts, and what the rule made of them
+    local = self._sums.tolist()
+    adjust(self, step, global_batch, reduce)
+    if not step % self.interval:
+        report.setdefault("augment", []).append({"step": step, "local": local, "r_t": self.r_t, "p": self.p})
+T.AdaptiveAugment.adjust = spy_adjust
 
 
 def write_report():
@@ -278,6 +287,11 @@ def test_every_rank_ends_with_the_same_G_D_and_EMA(straight):
     assert h0 == h1
     ck = _checkpoint(folder)
     assert {name: _digest(ck, name) for name in h0} == h0  # the dump hashed what rank 0 saved
+    # 256 images: augment=auto is on, at adaptive strength; p moves on both ranks by both ranks' counts
+    a0, a1 = reports[0]["augment"], reports[1]["augment"]
+    assert [a["step"] for a in a0] == [4] and [a["local"][1] for a in a0 + a1] == [4 * 8, 4 * 8]
+    assert a0[0]["r_t"] == a1[0]["r_t"] == (a0[0]["local"][0] + a1[0]["local"][0]) / 64
+    assert a0[0]["p"] == a1[0]["p"]
     assert not torch.equal(ck["rng.0.cpu"], ck["rng.1.cpu"])  # each rank's own RNG, both checkpointed
     from ganhub.run import RunFolder
 
@@ -287,14 +301,27 @@ def test_every_rank_ends_with_the_same_G_D_and_EMA(straight):
 
 
 def test_resume_under_torchrun_is_bit_exact_and_recorded(straight, tmp_path):
-    folder, _ = straight
+    folder, reports = straight
+    (tmp_path / "worker.py").write_text(WORKER)
     _ok(torchrun(["-m", "ganhub.cli", *TRAIN, "--steps", str(N), "--out", "resumed"], tmp_path))
-    _ok(torchrun(["-m", "ganhub.cli", *TRAIN, "--steps", str(2 * N), "--out", "resumed", "--resume"], tmp_path))
+    _ok(torchrun(["worker.py", str(tmp_path), *TRAIN, "--steps", str(2 * N), "--out", "resumed", "--resume"],
+                 tmp_path))
+    # the adaptive augmentation's first interval straddles the stop: the resumed leg counted on from the checkpoint
+    # (which holds both ranks' counts of the first N steps, pooled on rank 0), so it measured what one leg did
+    resumed = [json.loads((tmp_path / f"rank{r}.json").read_text())["augment"] for r in (0, 1)]
+    for leg in (resumed, [rep["augment"] for rep in reports]):
+        assert [(a["step"], a["r_t"], a["p"]) for a in leg[0]] == [(a["step"], a["r_t"], a["p"]) for a in leg[1]]
+    assert resumed[0][0]["r_t"] == reports[0]["augment"][0]["r_t"] and resumed[0][0]["p"] == reports[0]["augment"][0]["p"]
+    assert [sum(a[0]["local"][1] for a in leg) for leg in (resumed, [rep["augment"] for rep in reports])] == [64, 64]
     a, b = _checkpoint(folder), _checkpoint(tmp_path / "resumed")
     assert sorted(a) == sorted(b)
     assert any(k.startswith("opt") for k in a) and any(k.startswith("rng.1.") for k in a)
     diff = [k for k in a if not torch.equal(a[k], b[k])]
     assert not diff, f"N steps + resume to 2N differs from 2N steps in {diff[:10]}"
+    from ganhub.run import RunFolder
+
+    ma, mb = (RunFolder(f).read_checkpoint()[1]["augment"] for f in (folder, tmp_path / "resumed"))
+    assert ma == mb and ma["count"] == 0  # p, and the counts of step N's half interval, went through the checkpoint
     from safetensors.torch import load_file
 
     ma, mb = load_file(str(folder / "model.safetensors")), load_file(str(tmp_path / "resumed" / "model.safetensors"))

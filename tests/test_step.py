@@ -297,6 +297,27 @@ def test_sync_grads_and_augment_are_applied():
     assert augmented == [8, 8, 8]  # D phase: real and fake; G phase: fake
 
 
+def test_an_adaptive_augmentation_sees_d_on_each_d_phases_real_batch_only():
+    class Watch:  # an augmentation with observe(), as ganhub.augment.AdaptiveAugment has
+        def __init__(self):
+            self.seen = []
+
+        def __call__(self, x):
+            return x * 1.0
+
+        def observe(self, out):
+            self.seen.append(out.shape)
+
+    watch, v, cfg = Watch(), dataclasses.replace(TOY, reg_phases={"R1": ("D", 1)}), _cfg(n_critic=2)
+    torch.manual_seed(0)
+    G, D = build_models(v, cfg)
+    r = PhaseRunner(v, cfg, G, D, make_optimizers(v, G, D, cfg), device="cpu", augment=watch)
+    logs = r.run(Batches(), 0)
+    assert "r1" in logs  # the R1 phase ran (on its own copy of the reals, with grad): not counted
+    assert watch.seen == [(8,), (8,)]  # D(real) in each of the two D phases; no fakes, no G phase
+    assert r.D_seen.reals is None
+
+
 def test_bf16_autocast_in_phases_and_fp32_penalties():
     inside = {}
 

@@ -465,3 +465,40 @@ def test_a_run_spec_trains_directly(tmp_path):
     with pytest.raises(ConfigError, match=r"cannot change \['lr_d'\] when resuming"):
         train_spec(other, tmp_path / "s", resume=True)
     assert list(train_spec(dataclasses.replace(spec, steps=3), tmp_path / "s", resume=True, tensorboard=False))[-1].step == 3
+
+
+def test_adaptive_augmentation_moves_p_and_a_resumed_run_follows_it_exactly(tmp_path, monkeypatch):
+    """p (and the half-counted interval at the stop, step 6 of 4-step intervals) travels in the checkpoint."""
+    monkeypatch.setattr(augment, "ADA_KIMG", 0.16)  # tiny batches of 4: p moves by 0.1 per 4-step interval
+    kw = dict(overrides={**tiny("dcgan"), "augment_target": 0.05})
+    run("dcgan", tmp_path / "once", 12, checkpoint_every=4, **kw)
+    run("dcgan", tmp_path / "twice", 6, **kw)
+    events = run("dcgan", tmp_path / "twice", 12, resume=True, checkpoint_every=5)
+    assert "at adaptive strength" in events[0].message and "target 0.05" in events[0].message
+    assert not same_files(tmp_path / "once", tmp_path / "twice")
+    p = [r["augment_p"] for r in RunFolder(tmp_path / "once").read_log()]
+    assert p == [r["augment_p"] for r in RunFolder(tmp_path / "twice").read_log()]
+    assert len(set(p)) > 1 and max(p) > 0, f"p never moved ({p}): the test does not exercise the rule"
+    assert all(p[i] == p[i - 1] for i in range(1, 12) if (i + 1) % 4), p  # p[i] is step i + 1's: moves every 4th
+    states = [RunFolder(tmp_path / d).read_checkpoint()[1]["augment"] for d in ("once", "twice")]
+    assert states[0] == states[1] and states[0]["p"] == pytest.approx(p[-1])  # the log rounds to 5 places
+    card = write_model_card(tmp_path / "twice").read_text()
+    assert "- augmentation: DiffAugment (color,translation,cutout) on real and generated images before D, at " \
+           "adaptive strength (ADA's rule, target 0.05) (augment=auto)" in card
+
+
+def test_a_folder_from_before_adaptive_augmentation_resumes_at_full_strength(tmp_path):
+    """A config.json without augment_target (written before the field) means p fixed at 1, as it trained."""
+    kw = dict(overrides={**tiny("dcgan"), "augment_target": 0})
+    run("dcgan", tmp_path / "once", 4, **kw)
+    run("dcgan", tmp_path / "twice", 2, **kw)
+    path = tmp_path / "twice" / "config.json"
+    meta = json.loads(path.read_text())
+    del meta["config"]["augment_target"]
+    path.write_text(json.dumps(meta))
+    events = run("dcgan", tmp_path / "twice", 4, resume=True)
+    assert "DiffAugment color,translation,cutout" in events[0].message and "adaptive" not in events[0].message
+    assert RunFolder(tmp_path / "twice").spec.config["augment_target"] == 0
+    assert not same_files(tmp_path / "once", tmp_path / "twice")
+    assert "augment_p" not in RunFolder(tmp_path / "twice").read_log()[-1]
+    assert "adaptive" not in write_model_card(tmp_path / "twice").read_text()
