@@ -6,7 +6,8 @@ a fixed 5,000 of the test images) and the path of a 6 x 6 grid of the EMA genera
 reference recipe runs after it for the same budget, one after the other on the same machine:
   - full data: the plain DCGAN of Radford et al. 2015 (64-channel networks, no EMA);
   - small data (`--small`, or `--limit N`): the same defaults with augmentation off, i.e. what DiffAugment
-    (on by the "auto" rule below 5,000 images, ganhub.augment) buys on a few hundred images.
+    at adaptive strength (on by the "auto" rule below 5,000 images, ganhub.augment) buys on a few hundred
+    images within the budget.
 
     python benchmarks/train_budget.py --variant dcgan --minutes 5 --out runs/bench
     python benchmarks/train_budget.py --variant dcgan --minutes 5 --small   # 500-image subset
@@ -79,7 +80,9 @@ def run(variant: str, overrides: dict, minutes: float, out: Path, seed: int, lim
     finally:
         timer.cancel()
     wall = time.time() - t0
-    cfg = RunFolder(out).meta["config"]
+    folder = RunFolder(out)
+    cfg = folder.meta["config"]
+    log = folder.read_log()
     steps = last.step if last is not None else 0
     images = steps * cfg["batch_size"] * cfg.get("n_critic", 1)  # real images D trained on
     n_images = limit or 60_000
@@ -88,7 +91,9 @@ def run(variant: str, overrides: dict, minutes: float, out: Path, seed: int, lim
         "seed": seed,
         "overrides": overrides,
         "dataset": f"fashion-mnist, first {limit} training images" if limit else "fashion-mnist",
-        "augment": resolve_policy(cfg.get("augment", "off"), n_images, cfg.get("data", "image")) or "off",
+        "augment": folder.spec.augment_policy
+        or resolve_policy(cfg.get("augment", "off"), n_images, cfg.get("data", "image")) or "off",
+        **({"augment_p": log[-1]["augment_p"]} if log and "augment_p" in log[-1] else {}),  # adaptive: p at the end
         "precision": f"{precision} ({resolve_precision(precision, pick_device())} here)",
         "steps": steps,
         "real_images_seen": images,

@@ -33,6 +33,9 @@ class Config(BaseConfig):
     ema_half_life_kimg: float = 5.0  # overrides BaseConfig's 1.0
     betas: tuple[float, float] = (0.0, 0.9)  # paper: (0, 0.9)
     n_critic: int = 5  # critic updates per G update (paper: 5)
+    # Small data: DiffAugment at full strength, not ganhub's adaptive default: ADA's heuristic reads the sign
+    # of D's output on reals, and a Wasserstein critic's output has no fixed zero (only differences count)
+    augment_target: float = 0.0
 
 
 class Critic(nn.Module):
