@@ -235,8 +235,10 @@ class AugmentedD(nn.Module):
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         out = self.module(self.fn(x), *args, **kwargs)
         observe = getattr(self.fn, "observe", None)
-        if observe is not None and x is self.reals and isinstance(out, torch.Tensor):
-            observe(out)  # D's output on the real batch: what AdaptiveAugment steers by
+        if observe is not None and x is self.reals:  # D's output on the real batch: what AdaptiveAugment steers by
+            score = out[0] if isinstance(out, (tuple, list)) and out else out  # (score, class logits / features)
+            if isinstance(score, torch.Tensor):
+                observe(score)
         return out
 
     def __getattr__(self, name: str) -> Any:

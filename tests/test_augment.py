@@ -303,3 +303,15 @@ def test_augmented_d_shows_its_adaptive_augmentation_d_on_the_real_batch_only():
     wrapped(real.clone())  # the same values in another tensor (e.g. R1's copy with grad) are not the batch
     want = int((out > 0).sum() - (out < 0).sum())
     assert a.state_dict() == {"p": 0.0, "signs": want, "count": 4}
+
+
+def test_a_d_that_returns_a_tuple_is_read_by_its_first_element_the_score():
+    class ACD(TinyD):  # AC-GAN's D: (source score, class logits)
+        def forward(self, x, c=None):
+            return torch.full((x.shape[0],), -1.0), torch.zeros(x.shape[0], 5)
+
+    a = AdaptiveAugment("translation", interval=1)
+    wrapped = AugmentedD(ACD(), a)
+    wrapped.reals = real = images(b=3)
+    wrapped(real)
+    assert a.state_dict() == {"p": 0.0, "signs": -3, "count": 3}
