@@ -31,7 +31,6 @@ from pathlib import Path
 
 import torch
 
-from ganhub.augment import resolve_policy
 from ganhub.cli import parse_sets
 from ganhub.device import pick_device
 from ganhub.errors import GanhubError
@@ -85,14 +84,12 @@ def run(variant: str, overrides: dict, minutes: float, out: Path, seed: int, lim
     log = folder.read_log()
     steps = last.step if last is not None else 0
     images = steps * cfg["batch_size"] * cfg.get("n_critic", 1)  # real images D trained on
-    n_images = limit or 60_000
     return {
         "variant": variant,
         "seed": seed,
         "overrides": overrides,
         "dataset": f"fashion-mnist, first {limit} training images" if limit else "fashion-mnist",
-        "augment": folder.spec.augment_policy
-        or resolve_policy(cfg.get("augment", "off"), n_images, cfg.get("data", "image")) or "off",
+        "augment": folder.spec.augment_policy,  # what train() resolved "auto" to on this data, as recorded
         **({"augment_p": log[-1]["augment_p"]} if log and "augment_p" in log[-1] else {}),  # adaptive: p at the end
         "precision": f"{precision} ({resolve_precision(precision, pick_device())} here)",
         "steps": steps,

@@ -113,6 +113,7 @@ class PhaseRunner:
         self.variant, self.cfg, self.G, self.D, self.opts = variant, cfg, G, D, opts
         self.device, self.precision, self.sync_grads = torch.device(device), precision, sync_grads
         self.D_seen = D if augment is None else AugmentedD(D, augment)  # what the loss calls as D
+        self._watched = self.D_seen if isinstance(self.D_seen, AugmentedD) else None  # told each D phase's reals
         self.reg = {ph: (net, int(getattr(cfg, every)) if isinstance(every, str) else int(every))
                     for ph, (net, every) in variant.reg_phases.items()}
         # parameters the plugin left trainable; freezing toggles only these
@@ -141,13 +142,13 @@ class PhaseRunner:
                 else:
                     fake = self._fake(z, fake_labels, grad=False)
                 args = dict(real=real, fake=fake, real_labels=real_labels, fake_labels=fake_labels, z=z)
-                if isinstance(self.D_seen, AugmentedD):  # an adaptive augmentation watches D's output on these
-                    self.D_seen.reals = real
+                if self._watched is not None:  # an adaptive augmentation watches D's output on these
+                    self._watched.reals = real
                 try:
                     logs.update(self._phase("D", "D", args, step))
                 finally:
-                    if isinstance(self.D_seen, AugmentedD):
-                        self.D_seen.reals = None
+                    if self._watched is not None:
+                        self._watched.reals = None
             for phase, (net, every) in self.reg.items():
                 if net == "D" and step % every == 0:  # lazy regularisers: same real batch and fakes as the D phase
                     logs.update(self._phase(phase, "D", args, step))
