@@ -267,6 +267,52 @@ def test_training_streams_both_curves_stops_continues_and_reproduces(app_module,
     assert Image.open(png).format == "PNG"
 
 
+def test_a_visitors_zip_is_kept_beside_their_runs_and_trains_with_adaptive_augmentation(app_module, client,
+                                                                                       tmp_path):
+    """Gradio's copy of an upload is temporary: the run must record (and continue from) a copy of its own."""
+    import io
+    import zipfile
+
+    from gradio_client import handle_file
+
+    def zip_of(name: str, members: dict[str, tuple[int, int]]) -> Path:
+        path = tmp_path / name
+        with zipfile.ZipFile(path, "w") as z:
+            for i, (member, size) in enumerate(members.items()):
+                buf = io.BytesIO()
+                Image.new("RGB", size, (40 * i % 256, 90, 200)).save(buf, format="PNG")
+                z.writestr(member, buf.getvalue())
+        return path
+
+    sizes = {f"{kind}/{i}.png": (24 + i, 30) for kind in ("shirts", "shoes") for i in range(10)}
+    mine = zip_of("my shirts.zip", sizes)
+    job = client.submit("dcgan", "upload", handle_file(str(mine)), 3, "", TINY, 0, "fp32", False, A,
+                        api_name="/train")
+    job.result()
+    said = [str(o[2]) for o in job.outputs()]
+    assert "trained 3 steps" in said[-1], said[-3:]
+    start = next(t for t in said if "samples" in t)
+    assert "(20 samples)" in start and "at adaptive strength" in start, start  # 20 images: augmentation is on
+    run = re.search(r"your run (\S+) trained", said[-1]).group(1)
+    home = app_module.RUNS / app_module.visitor_key(A, None)
+    recipe = json.loads((home / run / "config.json").read_text())["recipe"]
+    assert re.fullmatch(r"uploads/my-shirts-[0-9a-f]{12}\.zip", recipe["dataset"]), recipe["dataset"]
+    assert (home / recipe["dataset"]).read_bytes() == mine.read_bytes()
+    assert f"--dataset {recipe['dataset']} " in recipe["command"] and "/tmp" not in recipe["command"]
+    final = client.predict("dcgan", "fashion-mnist", None, 5, run, "{}", 0, "auto", False, A,
+                           api_name="/train")
+    assert f"your run {run} trained 5 steps" in final[2]  # continued from the kept copy
+    again = client.predict("dcgan", "upload", handle_file(str(mine)), 2, "", TINY, 0, "fp32", False, A,
+                           api_name="/train")
+    kept = [p.name for p in (home / "uploads").iterdir()]
+    assert "trained 2 steps" in again[2] and kept == [Path(recipe["dataset"]).name]  # the same .zip is reused
+    empty = zip_of("notes.zip", {})
+    msg = error_of(lambda: client.predict("dcgan", "upload", handle_file(str(empty)), 2, "", TINY, 0, "fp32",
+                                          False, A, api_name="/train"))
+    assert "holds no image files" in msg and "/tmp" not in msg
+    assert [p.name for p in (home / "uploads").iterdir()] == kept  # a refused upload is not kept
+
+
 def test_runs_belong_to_their_visitor(app_module, client):
     """After a reload a visitor gets their runs back; another visitor can neither see nor use them."""
     key = app_module.visitor_key(A, None)

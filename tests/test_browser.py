@@ -91,7 +91,17 @@ def test_train_preview_and_curves_are_above_the_fold(server, browser):
         box = where.bounding_box()
         assert box and box["y"] + box["height"] <= DESKTOP["height"], f"{where} is below the fold: {box}"
     assert page.get_by_label(".zip of images").count() == 0 or not page.get_by_label(".zip of images").is_visible()
+    assert not page.locator("#upload-hint").is_visible()
     shot(page, "train-1366x900.png")
+    page.get_by_label("dataset", exact=True).click()  # your own images: the upload box and what to expect
+    page.get_by_role("option", name="your images (.zip)").click()
+    page.locator("#upload-hint").wait_for(state="visible", timeout=30_000)
+    assert "train dcgan" in page.locator("#upload-hint").inner_text()
+    for where in (page.locator("#upload-hint"), page.get_by_role("button", name="Train", exact=True),
+                  page.locator("#train-status")):
+        box = where.bounding_box()
+        assert box and box["y"] + box["height"] <= DESKTOP["height"], f"{where} is below the fold: {box}"
+    shot(page, "train-upload-1366x900.png")
     page.context.close()
 
 
