@@ -105,7 +105,26 @@ def test_a_curve_checkpoint_ships_as_a_weights_entry(tmp_path, capsys):
     assert f"| {fid['value']:.4g} |" in (shipped / "README.md").read_text()  # the card's score table
 
 
-@pytest.mark.parametrize("args", [["--steps", "4", "--every", "5"], ["--steps", "0"], ["--fid-n", "1"]])
+def test_train_curve_ada_kimg_sets_the_speed_of_adaptive_augmentation_for_its_run_only(tmp_path, capsys,
+                                                                                       monkeypatch):
+    import ganhub.augment
+
+    built, init = [], ganhub.augment.AdaptiveAugment.__init__
+
+    def spy(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        built.append(self)
+
+    monkeypatch.setattr(ganhub.augment.AdaptiveAugment, "__init__", spy)
+    before = ganhub.augment.ADA_KIMG
+    curve = _script("train_curve")
+    assert curve.main(["--steps", "2", "--every", "2", "--out", str(tmp_path / "c"), "--ada-kimg", "100", *TINY]) == 0
+    assert [a.kimg for a in built] == [100.0]  # 64 images: auto augments, at adaptive strength
+    assert ganhub.augment.ADA_KIMG == before
+
+
+@pytest.mark.parametrize("args", [["--steps", "4", "--every", "5"], ["--steps", "0"], ["--fid-n", "1"],
+                                  ["--ada-kimg", "0"]])
 def test_train_curve_refuses_bad_arguments_before_training(tmp_path, capsys, args):
     with pytest.raises(SystemExit) as e:
         _script("train_curve").main([*args, "--out", str(tmp_path / "c")])
