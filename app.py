@@ -724,9 +724,11 @@ def reap(job: Job) -> None:
                 pass
             job.proc.wait()
     finally:
-        LINE.leave(job)
-        if job.upload is not None and not (RUNS / job.key / job.run / CONFIG).is_file():
-            job.upload.unlink(missing_ok=True)
+        try:  # before leaving the line: the visitor's next training may not start on a file about to go
+            if job.upload is not None and not (RUNS / job.key / job.run / CONFIG).is_file():
+                job.upload.unlink(missing_ok=True)
+        finally:
+            LINE.leave(job)
 
 
 def loss_frame(rows: list[dict]) -> pd.DataFrame:
@@ -814,8 +816,7 @@ def train_args(variant: str, dataset: str, upload, steps: int, run: str, config:
     make_config(v.config_cls, overrides)  # every value checked now, not after waiting in line
     name = f"{re.sub(r'[^a-z0-9-]', '-', variant.lower())}-{uuid.uuid4().hex[:8]}"
     args = dict(variant=variant, dataset=upload if dataset == "upload" else dataset, steps=steps, out=name,
-                overrides=overrides, limit=limit,
-                precision=precision, **every)
+                overrides=overrides, limit=limit, precision=precision, **every)
     return args, name, f"Training {variant} on {DATASETS[dataset]}…"
 
 
@@ -836,10 +837,16 @@ def keep_upload(upload: str, key: str) -> tuple[str, bool]:
     dst = RUNS / key / rel
     if dst.is_file():
         return rel, False
-    dst.parent.mkdir(parents=True, exist_ok=True)
     part = dst.with_name(f".{dst.name}.{uuid.uuid4().hex[:8]}")
-    shutil.copyfile(src, part)
-    part.replace(dst)
+    try:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, part)
+        part.replace(dst)
+    except OSError as e:
+        part.unlink(missing_ok=True)
+        log.error("keeping an upload failed: %s", e)
+        raise gr.Error("your .zip could not be kept on this server (it may be out of disk space); nothing "
+                       "was trained") from None
     return rel, True
 
 

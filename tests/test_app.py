@@ -313,6 +313,21 @@ def test_a_visitors_zip_is_kept_beside_their_runs_and_trains_with_adaptive_augme
     assert [p.name for p in (home / "uploads").iterdir()] == kept  # a refused upload is not kept
 
 
+def test_an_upload_that_cannot_be_kept_says_so_and_leaves_no_part_behind(app_module, monkeypatch, tmp_path):
+    import shutil
+
+    def full(src, dst):
+        Path(dst).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    zipped = tmp_path / "mine.zip"
+    zipped.write_bytes(b"PK\x05\x06" + bytes(18))  # an empty zip
+    monkeypatch.setattr(shutil, "copyfile", full)
+    msg = error_of(lambda: app_module.keep_upload(str(zipped), "f" * 24))
+    assert "could not be kept on this server" in msg and "/" not in msg
+    assert list((app_module.RUNS / ("f" * 24) / "uploads").iterdir()) == []
+
+
 def test_runs_belong_to_their_visitor(app_module, client):
     """After a reload a visitor gets their runs back; another visitor can neither see nor use them."""
     key = app_module.visitor_key(A, None)
