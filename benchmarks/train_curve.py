@@ -11,9 +11,9 @@ the test images; the class mix).
     python benchmarks/train_curve.py --steps 6400 --every 400 --out runs/curve --resume   # the same run, further
     python benchmarks/train_curve.py --limit 500 --steps 12800 --every 800 --ada-kimg 100   # ADA's speed, 5x
 
-`--ada-kimg` sets ganhub.augment.ADA_KIMG (how fast adaptive augmentation's p may move: at most 1 per that many
-thousand images) for this process. It is a module constant, not a config field, so a run's folder does not
-record it: pass it again with `--resume`.
+`--ada-kimg` sets ganhub.augment.ADA_KIMG (how fast adaptive augmentation's p may move: at most 1 per that
+many thousand images) for this process. It is a module constant, not a config field, so a run's folder
+does not record it: pass it again with `--resume`.
 
 Steps, not minutes, are the axis, so two curves can run side by side (`--threads 1` each) without the
 machine's load changing what they measure.
@@ -31,7 +31,6 @@ from pathlib import Path
 import torch
 
 import ganhub.augment
-from ganhub.augment import ADA_KIMG
 from ganhub.cli import parse_sets
 from ganhub.errors import GanhubError
 from ganhub.metrics import evaluate
@@ -83,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="continue the run in --out up to --steps, keeping its earlier at-<step> folders")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (repeatable)")
     ap.add_argument("--fid-n", type=int, default=FID_N, help=f"generated samples per FID (default {FID_N})")
-    ap.add_argument("--ada-kimg", type=float, help=f"ganhub.augment.ADA_KIMG for this run (default {ADA_KIMG:g})")
+    ap.add_argument("--ada-kimg", type=float,
+                    help=f"ganhub.augment.ADA_KIMG for this run (default {ganhub.augment.ADA_KIMG:g})")
     args = ap.parse_args(argv)
     if args.steps < 1 or not 1 <= args.every <= args.steps:
         ap.error(f"need --steps >= 1 and 1 <= --every <= --steps, got --steps {args.steps} --every {args.every}")
