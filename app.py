@@ -749,11 +749,11 @@ def status_line(ev: dict) -> str:
 DATASETS = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST digits", "cifar10": "CIFAR-10",
             "ring8": "ring of 8 (2-D)", "grid25": "grid of 25 (2-D)", "upload": "your images (.zip)"}
 UPLOAD_HINT = (  # what README "Small data" measured, for a visitor about to train on a few hundred images
-    f"**Your images**, any size (centre-cropped and resized). Below {AUGMENT_AUTO_BELOW:,} images augmentation "
-    "turns on by itself at adaptive strength (wgan-gp: full): p, `augment_p` on the loss plot, rises once D "
-    "starts to memorise them. For a few hundred images train **dcgan**: on 500 Fashion-MNIST images it kept "
-    "improving to 12,800 steps; sngan got worse after 1,600. Class folders give labels if the config sets "
-    "num_classes.")
+    f"**Your images**, any size (centre-cropped and resized). Below {AUGMENT_AUTO_BELOW:,} images "
+    "augmentation turns on by itself at adaptive strength (wgan-gp: full): p, `augment_p` on the loss plot, "
+    "rises once D starts to memorise them. For a few hundred images train **dcgan**: on 500 Fashion-MNIST "
+    "images it kept improving to 12,800 steps; sngan got worse after 1,600. Class folders give labels if the "
+    "config sets num_classes.")
 
 
 def dataset_choices(variant: str) -> list[tuple[str, str]]:
@@ -1310,8 +1310,8 @@ def build() -> gr.Blocks:
                         t_var = gr.Dropdown(names, value="dcgan" if "dcgan" in names else names[0], label="variant")
                         t_data = OpenDropdown(dataset_choices("dcgan" if "dcgan" in names else names[0]),
                                              value="fashion-mnist", label="dataset", allow_custom_value=True)
-                    t_zip = gr.File(label=".zip of images", file_types=[".zip"], type="filepath", visible=False,
-                                    height=120)
+                    t_zip = gr.File(label=".zip of images", file_types=[".zip"], type="filepath",
+                                    visible=False, height=120)
                     t_hint = gr.Markdown(UPLOAD_HINT, visible=False, elem_id="upload-hint")
                     with gr.Row():
                         t_steps = gr.Number(500, label="steps", precision=0, minimum=1, info="total for the run")

@@ -90,7 +90,8 @@ def run(variant: str, overrides: dict, minutes: float, out: Path, seed: int, lim
         "overrides": overrides,
         "dataset": f"fashion-mnist, first {limit} training images" if limit else "fashion-mnist",
         "augment": folder.spec.augment_policy,  # what train() resolved "auto" to on this data, as recorded
-        **({"augment_p": log[-1]["augment_p"]} if log and "augment_p" in log[-1] else {}),  # adaptive: p at the end
+        # adaptive strength: p at the end
+        **({"augment_p": log[-1]["augment_p"]} if log and "augment_p" in log[-1] else {}),
         "precision": f"{precision} ({resolve_precision(precision, pick_device())} here)",
         "steps": steps,
         "real_images_seen": images,

@@ -235,8 +235,8 @@ class AugmentedD(nn.Module):
     def forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         out = self.module(self.fn(x), *args, **kwargs)
         observe = getattr(self.fn, "observe", None)
-        if observe is not None and x is self.reals:  # D's output on the real batch: what AdaptiveAugment steers by
-            score = out[0] if isinstance(out, (tuple, list)) and out else out  # (score, class logits / features)
+        if observe is not None and x is self.reals:  # D's output on the real batch steers AdaptiveAugment
+            score = out[0] if isinstance(out, (tuple, list)) and out else out  # (score, class logits, ...)
             if isinstance(score, torch.Tensor):
                 observe(score)
         return out

@@ -113,7 +113,8 @@ class PhaseRunner:
         self.variant, self.cfg, self.G, self.D, self.opts = variant, cfg, G, D, opts
         self.device, self.precision, self.sync_grads = torch.device(device), precision, sync_grads
         self.D_seen = D if augment is None else AugmentedD(D, augment)  # what the loss calls as D
-        self._watched = self.D_seen if isinstance(self.D_seen, AugmentedD) else None  # told each D phase's reals
+        # an adaptive augmentation is told each D phase's real batch
+        self._watched = self.D_seen if isinstance(self.D_seen, AugmentedD) else None
         self.reg = {ph: (net, int(getattr(cfg, every)) if isinstance(every, str) else int(every))
                     for ph, (net, every) in variant.reg_phases.items()}
         # parameters the plugin left trainable; freezing toggles only these

@@ -118,7 +118,8 @@ def test_train_curve_ada_kimg_sets_the_speed_of_adaptive_augmentation_for_its_ru
     monkeypatch.setattr(ganhub.augment.AdaptiveAugment, "__init__", spy)
     before = ganhub.augment.ADA_KIMG
     curve = _script("train_curve")
-    assert curve.main(["--steps", "2", "--every", "2", "--out", str(tmp_path / "c"), "--ada-kimg", "100", *TINY]) == 0
+    argv = ["--steps", "2", "--every", "2", "--out", str(tmp_path / "c"), "--ada-kimg", "100", *TINY]
+    assert curve.main(argv) == 0
     assert [a.kimg for a in built] == [100.0]  # 64 images: auto augments, at adaptive strength
     assert ganhub.augment.ADA_KIMG == before
 
